@@ -1,0 +1,51 @@
+# Freeze or Fine-tune. On a fresh machine:   make book   (build the book)   make test   (run every test)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHARED_DATA := $(abspath ../shared/data)
+# The offline copies of the benchmark data beside the checkout; elsewhere the loader uses the hub.
+export MTL_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
+SCRATCH := $(CURDIR)/.scratch
+
+.PHONY: install book test unit notebooks-smoke nbval browser notebooks bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned to the CPU wheel: an unpinned torch pulls several GB of CUDA packages
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[model,book,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+book: $(STAMP)
+	bash scripts/fetch_mathjax.sh
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+
+test: unit nbval book browser
+
+unit: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -m "not browser"
+
+nbval: $(STAMP)
+	rm -rf $(SCRATCH)/nbval
+	HF_HUB_OFFLINE=1 MTL_PROFILE=smoke MTL_RESULTS_DIR=$(SCRATCH)/nbval \
+	  $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+browser: $(STAMP)
+	bash scripts/ensure_chromium.sh
+	$(BIN)/python -m pytest tests/test_book.py -m browser
+
+# Re-execute every notebook in place with the cpu profile: the stored outputs the book shows.
+notebooks: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/run_notebooks.py --profile cpu --times results/cpu/notebook_times.json
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run
+
+clean:
+	rm -rf _build $(SCRATCH)

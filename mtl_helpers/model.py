@@ -1,0 +1,108 @@
+"""`MultiTaskModel`: one shared encoder with mean pooling, and named task heads."""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from .encoder import mean_pool
+from .errors import MTLError
+
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class SentenceHead(nn.Module):
+    """Dropout and a linear classifier over the pooled sentence embedding."""
+
+    level = "sentence"
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    @property
+    def num_labels(self) -> int:
+        return self.classifier.out_features
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(states))
+
+
+class TokenHead(SentenceHead):
+    """The same classifier applied to every token state (named-entity recognition)."""
+
+    level = "token"
+
+
+class MultiTaskModel(nn.Module):
+    """A shared encoder whose mean-pooled output feeds one head per task; `model(task, batch)`."""
+
+    def __init__(
+        self,
+        encoder: PreTrainedModel,
+        heads: Mapping[str, SentenceHead],
+        dropout_in_frozen: bool = False,
+    ):
+        super().__init__()
+        if not heads:
+            raise MTLError("MultiTaskModel needs at least one head, e.g. {'trec': SentenceHead(384, 6)}.")
+        # Mean pooling replaces BERT's pooler; left in place, its weights would never get a
+        # gradient and would blur the trainable-parameter counts.
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None
+        self.encoder = encoder
+        self.heads = nn.ModuleDict(dict(heads))
+        # Off by default: a frozen part is a fixed feature extractor, so its output must not
+        # depend on train/eval mode (this is also what makes cached features exact).
+        self.dropout_in_frozen = dropout_in_frozen
+        accepted = inspect.signature(encoder.forward).parameters
+        self._encoder_inputs = tuple(k for k in ENCODER_INPUTS if k in accepted)
+
+    @classmethod
+    def for_tasks(cls, encoder: PreTrainedModel, tasks: Iterable, dropout: float = 0.1, **kwargs) -> "MultiTaskModel":
+        """One head per task, sized from each task's label names and level (sentence or token)."""
+        hidden = encoder.config.hidden_size
+        heads = {}
+        for task in tasks:
+            head_cls = TokenHead if task.level == "token" else SentenceHead
+            heads[task.name] = head_cls(hidden, len(task.label_names), dropout)
+        return cls(encoder, heads, **kwargs)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+    def head(self, task: str) -> SentenceHead:
+        if task not in self.heads:
+            raise MTLError(f"The model has no head for task {task!r}; its heads are {sorted(self.heads)}.")
+        return self.heads[task]
+
+    def token_states(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: batch[k] for k in self._encoder_inputs if k in batch}
+        return self.encoder(**inputs).last_hidden_state
+
+    def embed(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Sentence embeddings (mean pooling over the last hidden state)."""
+        return mean_pool(self.token_states(batch), batch["attention_mask"])
+
+    def forward(self, task: str, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        head = self.head(task)
+        if "features" in batch:  # cached sentence embeddings: the backbone is skipped
+            return head(batch["features"])
+        states = self.token_states(batch)
+        if head.level == "token":
+            return head(states)
+        return head(mean_pool(states, batch["attention_mask"]))
+
+    def train(self, mode: bool = True) -> "MultiTaskModel":
+        super().train(mode)
+        if mode and not self.dropout_in_frozen:
+            from .groups import frozen_modules
+
+            for module in frozen_modules(self):
+                module.eval()
+        return self
