@@ -45,6 +45,7 @@ notebooks: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/run_notebooks.py --profile cpu --times results/cpu/notebook_times.json
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[bench]"
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run
 
 clean:

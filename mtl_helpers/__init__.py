@@ -1,5 +1,11 @@
 """mtl_helpers: the small package behind the book "Freeze or Fine-tune"."""
-from transformers import set_seed
+import warnings
+
+# transformers imports tqdm.auto, which warns (with its file path) when ipywidgets is missing;
+# the package's own bars are plain text, so the warning is noise in every notebook.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+from transformers import set_seed  # noqa: E402
 
 from .data import TASKS, TaskData, find_data_dir, load_task, task_schedule
 from .encoder import DEFAULT_MODEL_ID, default_model_path, load_encoder, mean_pool

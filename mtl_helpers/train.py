@@ -2,6 +2,7 @@
 cached features for a frozen backbone, and the audits that frozen means frozen."""
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import threading
@@ -54,6 +55,7 @@ class TrainConfig:
     padding: str = "longest"  # dynamic padding; "max_length" pads every batch to max_length
     bucket_by_length: bool = False
     cache_features: bool = False
+    precision: str = "fp32"  # "bf16": autocast forward and loss; weights and optimizer stay fp32
     eval_train: bool = True  # also score a slice of the training set: the train/validation gap
     seed: int = 0
     device: str = "auto"
@@ -72,6 +74,7 @@ class TrainConfig:
             "schedule": self.schedule in ("slanted", "constant"),
             "sampling": self.sampling in ("proportional", "round_robin", "temperature"),
             "padding": self.padding in ("longest", "max_length"),
+            "precision": self.precision in ("fp32", "bf16"),
             "device": self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -374,8 +377,14 @@ class Trainer:
             bar.close()
         return self.history
 
+    def _autocast(self):
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def _step(self, task: str, batch: dict[str, torch.Tensor], trainable: list, scheduler) -> None:
-        loss = self._loss(task, batch)
+        with self._autocast():
+            loss = self._loss(task, batch)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"The loss became {loss.item()} at step {self.global_step + 1} (task {task!r}); the model keeps its "
@@ -390,11 +399,12 @@ class Trainer:
                     f"The gradient norm became {norm.item()} at step {self.global_step + 1} (task {task!r}); the model "
                     f"keeps its state from step {self.global_step}. Lower the learning rate."
                 )
+        rates = lr_table(self.optimizer)  # the rates this step uses, before the schedule moves on
         self.optimizer.step()
         scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
-        record = {"step": self.global_step, "task": task, "loss": loss.item(), "lr": lr_table(self.optimizer)}
+        record = {"step": self.global_step, "task": task, "loss": loss.item(), "lr": rates}
         self.history.steps.append(record)
         for callback in self.callbacks:
             callback(self, "step", record)
@@ -438,7 +448,8 @@ class Trainer:
             preds, golds, loss_sum, count = [], [], 0.0, 0
             for batch in self._loader(name, split, False, self.config.eval_batch_size):
                 batch = _to(batch, self.device)
-                logits = self.model(name, batch)
+                with self._autocast():
+                    logits = self.model(name, batch).float()
                 labels = batch["labels"]
                 loss_sum += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum").item()
                 count += int((labels != -100).sum())

@@ -88,3 +88,13 @@ def test_slanted_triangular_survives_tiny_runs():
 
 def test_gradual_stages_go_from_the_top_down(two_heads):
     assert gradual_unfreezing_stages(two_heads) == [["head.a", "head.b"], ["layer.2"], ["layer.1"], ["layer.0"], ["embeddings"]]
+
+
+def test_history_records_the_rate_each_step_used(make_model, tokenizer, trec):
+    from mtl_helpers import Trainer, TrainConfig
+
+    model = make_model([trec])
+    trainer = Trainer(model, tokenizer, [trec], TrainConfig(epochs=1, lr=0.32, ratio=32, batch_size=16, progress=False, eval_train=False))
+    trainer.fit()
+    first = trainer.history.lr_frame().iloc[0]
+    assert (first == 0.01).all()  # step 1 runs at lr / ratio, the slanted schedule's start

@@ -42,3 +42,8 @@ def test_results_dir_follows_the_environment(tmp_path, monkeypatch):
     assert path == tmp_path / "smoke" / "x.json"
     with pytest.raises(ValueError, match="scenario"):
         save_result({}, "smoke")
+
+
+def test_records_are_ordinary_readable_files(tmp_path):
+    path = save_result({"scenario": "x"}, "cpu", tmp_path)
+    assert path.stat().st_mode & 0o044  # group/others may read, unlike mkstemp's 0600
