@@ -84,11 +84,10 @@ def results_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("scenario") if rows else pd.DataFrame()
 
 
-def glue(name: str, value, display: bool = False):
-    """Store a value for the book's {glue} references (myst-nb); a plain no-op display elsewhere."""
+def glue(name: str, value, display: bool = False) -> None:
+    """Store a value for the book's {glue} references (myst-nb); a no-op where myst-nb is missing."""
     try:
         from myst_nb import glue as myst_glue
     except ImportError:  # e.g. on Colab, where the book toolchain is not installed
-        return value
+        return
     myst_glue(name, value, display=display)
-    return value

@@ -212,7 +212,12 @@ class Trainer:
         self.global_step = 0
         self.epochs_done = 0.0
         self._best_score = -math.inf
+        self._features: dict[str, dict[str, list[dict]]] = {}
+        self._train_eval_ids: dict[str, list[int]] = {}
         self._data = {name: self._prepare(task) for name, task in self.tasks.items()}
+        if self.config.cache_features:
+            for name in self.tasks:
+                self._rows(name, "train")
         self._collate = {
             name: default_collate if self.config.cache_features else make_collator(task, tokenizer, self.config.padding, self.config.max_length)
             for name, task in self.tasks.items()
@@ -233,18 +238,30 @@ class Trainer:
         splits = dict(task.splits)
         if self.config.eval_train:  # a fixed slice of train, as large as validation, for the gap
             n = min(len(splits["train"]), len(splits["validation"]))
-            order = np.random.default_rng(0).permutation(len(splits["train"]))[:n]
-            splits["train_eval"] = [splits["train"][i] for i in sorted(order)]
+            self._train_eval_ids[task.name] = sorted(np.random.default_rng(0).permutation(len(splits["train"]))[:n].tolist())
+            splits["train_eval"] = [splits["train"][i] for i in self._train_eval_ids[task.name]]
         encoded = {s: encode_rows(task, rows, self.tokenizer, self.config.max_length) for s, rows in splits.items()}
+        if self.config.cache_features:
+            if task.level != "sentence":
+                raise MTLError(f"cache_features works for sentence tasks only; {task.name!r} is token-level.")
+            backbone = layer_groups(self.model)
+            trainable = [n for n in resolve_groups(self.model, "backbone") if backbone[n].trainable]
+            if trainable:
+                raise MTLError(f"cache_features needs a frozen backbone, but {trainable} are trainable. Call freeze(model, 'backbone') first.")
+        return encoded
+
+    def _rows(self, task: str, split: str) -> list[dict]:
+        """Tokenized rows, or with cache_features their sentence embeddings, computed on first use."""
         if not self.config.cache_features:
-            return encoded
-        if task.level != "sentence":
-            raise MTLError(f"cache_features works for sentence tasks only; {task.name!r} is token-level.")
-        backbone = layer_groups(self.model)
-        trainable = [n for n in resolve_groups(self.model, "backbone") if backbone[n].trainable]
-        if trainable:
-            raise MTLError(f"cache_features needs a frozen backbone, but {trainable} are trainable. Call freeze(model, 'backbone') first.")
-        return {s: self._embed(task, rows) for s, rows in encoded.items()}
+            return self._data[task][split]
+        cache = self._features.setdefault(task, {})
+        if split not in cache:
+            if split == "train_eval":  # the same sentences as part of train: reuse their features
+                train = self._rows(task, "train")
+                cache[split] = [train[i] for i in self._train_eval_ids[task]]
+            else:
+                cache[split] = self._embed(self.tasks[task], self._data[task][split])
+        return cache[split]
 
     @torch.no_grad()
     def _embed(self, task: TaskData, rows: list[dict]) -> list[dict]:
@@ -252,14 +269,15 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         collate = make_collator(task, self.tokenizer, "longest", self.config.max_length)
-        out = []
-        # its own generator: a DataLoader otherwise draws a seed from the global RNG (dropout's)
-        loader = DataLoader(rows, batch_size=self.config.eval_batch_size, collate_fn=collate, generator=torch.Generator().manual_seed(0))
-        for batch in loader:
-            features = self.model.embed(_to(batch, self.device)).cpu()
-            out.extend({"features": f, "labels": int(y)} for f, y in zip(features, batch["labels"]))
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # similar lengths: little padding
+        features = [None] * len(rows)
+        for start in range(0, len(order), self.config.eval_batch_size):
+            ids = order[start : start + self.config.eval_batch_size]
+            batch = collate([rows[i] for i in ids])
+            for i, f in zip(ids, self.model.embed(_to(batch, self.device)).cpu()):
+                features[i] = {"features": f, "labels": rows[i]["labels"]}
         self.model.train(was_training)
-        return out
+        return features
 
     def _build_optimizer(self) -> None:
         groups = discriminative_param_groups(self.model, self.config.lr, self.config.factor, self.config.weight_decay, self.config.backbone_lr)
@@ -308,7 +326,7 @@ class Trainer:
 
     # -------------------------------------------------------------------------- training
     def _loader(self, task: str, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        rows = self._data[task][split]
+        rows = self._rows(task, split)
         sampler = None
         if shuffle and self.config.bucket_by_length and not self.config.cache_features:
             from transformers.trainer_pt_utils import LengthGroupedSampler

@@ -197,3 +197,15 @@ def test_result_record_describes_the_run(make_model, tokenizer, trec, sst2):
     assert record["trainable_params"] == sum(g.numel for n, g in layer_groups(model).items() if n.startswith("head."))
     assert record["metrics"]["trec"]["metric"] == "accuracy" and 0 <= record["metrics"]["trec"]["value"] <= 1
     assert record["examples_per_second"] > 0 and record["steps"] == 12 and record["note"] == "test"
+
+
+def test_cached_train_slice_matches_each_tasks_own_rows(make_model, tokenizer, trec):
+    sst2 = load_task("sst2", max_train=200, max_eval=40)  # sizes differ from trec's, so do the slices
+    model = make_model([trec, sst2])
+    freeze(model, "backbone")
+    trainer = Trainer(model, tokenizer, [trec, sst2], TrainConfig(cache_features=True, **FAST))
+    cached = trainer.evaluate("train_eval")
+    recomputed = Trainer(model, tokenizer, [trec, sst2], TrainConfig(**FAST)).evaluate("train_eval")
+    for task in ("trec", "sst2"):
+        assert cached[task]["accuracy"] == recomputed[task]["accuracy"]
+        assert cached[task]["loss"] == pytest.approx(recomputed[task]["loss"], abs=1e-5)
