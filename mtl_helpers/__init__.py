@@ -41,7 +41,7 @@ from .optim import (
     slanted_triangular,
 )
 from .profiles import PROFILES, get_profile
-from .results import glue, load_results, results_table, save_result
+from .results import accuracy_margin, glue, load_results, results_table, save_result
 from .train import PRIMARY_METRIC, History, Trainer, TrainConfig, embed_texts
 
 __version__ = "0.1.0"

@@ -63,13 +63,19 @@ class MultiTaskModel(nn.Module):
         self._encoder_inputs = tuple(k for k in ENCODER_INPUTS if k in accepted)
 
     @classmethod
-    def for_tasks(cls, encoder: PreTrainedModel, tasks: Iterable, dropout: float = 0.1, **kwargs) -> "MultiTaskModel":
-        """One head per task, sized from each task's label names and level (sentence or token)."""
+    def for_tasks(
+        cls, encoder: PreTrainedModel, tasks: Iterable, dropout: float = 0.1, seed: int | None = 0, **kwargs
+    ) -> "MultiTaskModel":
+        """One head per task, sized from each task's labels and level; heads initialised from `seed`."""
         hidden = encoder.config.hidden_size
         heads = {}
-        for task in tasks:
-            head_cls = TokenHead if task.level == "token" else SentenceHead
-            heads[task.name] = head_cls(hidden, len(task.label_names), dropout)
+        # A private RNG stream: the same seed gives the same heads, whatever ran before.
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for task in tasks:
+                head_cls = TokenHead if task.level == "token" else SentenceHead
+                heads[task.name] = head_cls(hidden, len(task.label_names), dropout)
         return cls(encoder, heads, **kwargs)
 
     @property

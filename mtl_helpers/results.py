@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -91,3 +92,16 @@ def glue(name: str, value, display: bool = False) -> None:
     except ImportError:  # e.g. on Colab, where the book toolchain is not installed
         return
     myst_glue(name, value, display=display)
+
+
+def accuracy_margin(accuracies: float | list[float], sizes: int | list[int], z: float = 2.0) -> float:
+    """z binomial standard errors of an accuracy, or of the mean of independent accuracies.
+
+    Differences smaller than this are within the noise of one run on that much validation data.
+    """
+    ps = [accuracies] if isinstance(accuracies, (int, float)) else list(accuracies)
+    ns = [sizes] * len(ps) if isinstance(sizes, int) else list(sizes)
+    if len(ps) != len(ns) or not ps or min(ns) < 1:
+        raise ValueError("accuracy_margin needs one positive size per accuracy.")
+    variance = sum(p * (1 - p) / n for p, n in zip(ps, ns)) / len(ps) ** 2
+    return z * math.sqrt(variance)

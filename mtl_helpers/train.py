@@ -8,7 +8,7 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -177,6 +177,15 @@ def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, to
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def _adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """AdamW as one fused kernel where torch has one (CPU and CUDA float32): several times faster
+    than the per-tensor default on MiniLM's 22.7M parameters; the default elsewhere."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=lr)
+
+
 class Trainer:
     """Trains a MultiTaskModel on several tasks at once; freezing lives in the optimizer's groups.
 
@@ -281,7 +290,7 @@ class Trainer:
 
     def _build_optimizer(self) -> None:
         groups = discriminative_param_groups(self.model, self.config.lr, self.config.factor, self.config.weight_decay, self.config.backbone_lr)
-        self.optimizer = torch.optim.AdamW(groups, lr=self.config.lr) if groups else None
+        self.optimizer = _adamw(groups, self.config.lr) if groups else None
         self.audit()
 
     def audit(self) -> None:
@@ -350,12 +359,7 @@ class Trainer:
             raise MTLError("Nothing is trainable: every group is frozen. Unfreeze a group (trainer.unfreeze('heads')) or only call evaluate().")
         self.audit()
         epochs = self.config.epochs if epochs is None else epochs
-        train_tasks = list(tasks) if tasks is not None else list(self.tasks)
-        for name in train_tasks:
-            if name not in self.tasks:
-                raise MTLError(f"Task {name!r} is not one of this trainer's tasks {list(self.tasks)}.")
-        loaders = {t: self._loader(t, "train", True, self.config.batch_size) for t in train_tasks}
-        per_epoch = {t: len(loader) for t, loader in loaders.items()}
+        per_epoch, stream = self.train_batches(tasks)
         steps_per_epoch = sum(per_epoch.values())
         total = max(1, round(epochs * steps_per_epoch))
         scheduler = (
@@ -363,21 +367,13 @@ class Trainer:
             if self.config.schedule == "slanted" else constant_schedule(self.optimizer)
         )
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        iterators = {t: iter(loader) for t, loader in loaders.items()}
         self.model.train()
         bar = tqdm(total=total, desc=stage or "training", disable=not self.config.progress, mininterval=2, ncols=90, leave=False)
-        step_in_fit, schedule = 0, []
+        step_in_fit = 0
         try:
             with PeakMemory(self.device) as memory:
                 while step_in_fit < total:
-                    if not schedule:
-                        schedule = task_schedule(per_epoch, self.config.sampling, self.config.temperature, self._rng)
-                    task = schedule.pop(0)
-                    try:
-                        batch = next(iterators[task])
-                    except StopIteration:
-                        iterators[task] = iter(loaders[task])
-                        batch = next(iterators[task])
+                    task, batch = next(stream)
                     started = time.perf_counter()
                     self._step(task, _to(batch, self.device), trainable, scheduler)
                     self.train_seconds += time.perf_counter() - started
@@ -399,6 +395,30 @@ class Trainer:
         if self.config.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def train_batches(self, tasks: Iterable[str] | None = None) -> tuple[dict[str, int], Iterator[tuple[str, dict]]]:
+        """Batches per epoch of each task, and the endless stream of (task, batch) that fit trains on."""
+        train_tasks = list(tasks) if tasks is not None else list(self.tasks)
+        for name in train_tasks:
+            if name not in self.tasks:
+                raise MTLError(f"Task {name!r} is not one of this trainer's tasks {list(self.tasks)}.")
+        loaders = {t: self._loader(t, "train", True, self.config.batch_size) for t in train_tasks}
+        per_epoch = {t: len(loader) for t, loader in loaders.items()}
+        return per_epoch, self._stream(loaders, per_epoch)
+
+    def _stream(self, loaders: dict[str, DataLoader], per_epoch: dict[str, int]) -> Iterator[tuple[str, dict]]:
+        iterators = {t: iter(loader) for t, loader in loaders.items()}
+        schedule: list[str] = []
+        while True:
+            if not schedule:  # one epoch's task order at a time
+                schedule = task_schedule(per_epoch, self.config.sampling, self.config.temperature, self._rng)
+            task = schedule.pop(0)
+            try:
+                batch = next(iterators[task])
+            except StopIteration:  # this task's data ran out before the epoch's schedule did
+                iterators[task] = iter(loaders[task])
+                batch = next(iterators[task])
+            yield task, batch
 
     def _step(self, task: str, batch: dict[str, torch.Tensor], trainable: list, scheduler) -> None:
         with self._autocast():

@@ -47,3 +47,12 @@ def test_results_dir_follows_the_environment(tmp_path, monkeypatch):
 def test_records_are_ordinary_readable_files(tmp_path):
     path = save_result({"scenario": "x"}, "cpu", tmp_path)
     assert path.stat().st_mode & 0o044  # group/others may read, unlike mkstemp's 0600
+
+
+def test_accuracy_margin_is_two_binomial_standard_errors():
+    from mtl_helpers import accuracy_margin
+
+    assert accuracy_margin(0.5, 100) == pytest.approx(0.1)  # 2 * sqrt(0.25 / 100)
+    assert accuracy_margin([0.5, 0.5], [100, 100]) == pytest.approx(0.1 / 2**0.5)
+    with pytest.raises(ValueError):
+        accuracy_margin([0.5, 0.5], [100])

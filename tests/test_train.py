@@ -209,3 +209,15 @@ def test_cached_train_slice_matches_each_tasks_own_rows(make_model, tokenizer, t
     for task in ("trec", "sst2"):
         assert cached[task]["accuracy"] == recomputed[task]["accuracy"]
         assert cached[task]["loss"] == pytest.approx(recomputed[task]["loss"], abs=1e-5)
+
+
+def test_heads_are_initialised_from_the_seed_whatever_ran_before(trec, sst2):
+    from conftest import tiny_bert
+    from mtl_helpers import MultiTaskModel
+
+    first = MultiTaskModel.for_tasks(tiny_bert(), [trec, sst2], seed=5)
+    torch.rand(1000)  # move the global RNG
+    second = MultiTaskModel.for_tasks(tiny_bert(), [trec, sst2], seed=5)
+    other = MultiTaskModel.for_tasks(tiny_bert(), [trec, sst2], seed=6)
+    assert torch.equal(first.heads["trec"].classifier.weight, second.heads["trec"].classifier.weight)
+    assert not torch.equal(first.heads["trec"].classifier.weight, other.heads["trec"].classifier.weight)
