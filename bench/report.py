@@ -36,6 +36,16 @@ def _top_op(report) -> str:
     return ", ".join(f"{o['op']} {100 * o['share']:.0f}%" for o in ops[:3])
 
 
+def _hf_reason(report: dict) -> str:
+    """Why the package loop trails Hugging Face: noise if the repetitions overlap, else the loop."""
+    ours = _get(report, "hf_trainer", "ours", "examples_per_s_reps") or []
+    hf = _get(report, "hf_trainer", "hf", "examples_per_s_reps") or []
+    if ours and hf and max(ours) >= min(hf):
+        return (f"within noise: the repetitions overlap (ours {min(ours):.1f}-{max(ours):.1f}, Hugging Face "
+                f"{min(hf):.1f}-{max(hf):.1f} examples/s); both run the same model, fused AdamW and clipping")
+    return "the package loop is slower in every repetition: see the phase table for where its step time goes"
+
+
 def evaluate_targets(report: dict) -> list[dict]:
     """One row per target: threshold, measured value, PASS/MISS (or NOT MEASURED) and why."""
     from .run import TARGETS
@@ -72,7 +82,7 @@ def evaluate_targets(report: dict) -> list[dict]:
     r = ours / hf if ours and hf else None
     add("full fine-tuning vs Hugging Face Trainer (same work, SST-2)", f">= {TARGETS['full_vs_hf']:.1f}x", f"{num(r, 2)}x",
         None if r is None else r >= TARGETS["full_vs_hf"],
-        "per-step overhead of the package loop (see the phase table)" if r else _get(report, "hf_trainer", "error") or "")
+        _hf_reason(report) if r else _get(report, "hf_trainer", "error") or "")
     mfu = full.get("flops_per_s") / ref32 if full.get("flops_per_s") and ref32 else None
     add("full fine-tuning achieved model FLOP/s vs fp32 matmul", f">= {100 * TARGETS['full_mfu']:.0f}%",
         "n/a" if mfu is None else f"{100 * mfu:.1f}% ({gflops(full.get('flops_per_s'))} of {gflops(ref32)} GFLOP/s)",
@@ -211,7 +221,7 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
             rows.append([label, num(v["examples_per_s"]), num(v["mean_padded_len"]), f"{100 * _get(stats, mode, 'useful_fraction'):.0f}%" if _get(stats, mode, "useful_fraction") else "n/a",
                          gflops(v["flops_per_s"]), num(pad["dynamic"]["examples_per_s"] / v["examples_per_s"], 2) + "x"])
         parts.append("# Padding\n\nFull fine-tuning on TREC + SST-2. Useful tokens: real tokens / padded tokens over one epoch.\n\n" + _table(
-            ["padding", "examples/s", "mean padded length", "useful tokens", "model GFLOP/s", "dynamic speed-up"], rows))
+            ["padding", "examples/s", "mean padded length", "useful tokens", "model GFLOP/s", "dynamic padding's speed-up over this row"], rows))
     bf = report.get("bf16") or {}
     if bf.get("fp32") and bf.get("bf16"):
         tasks = list(bf["fp32"]["validation_accuracy"])
