@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase, set_seed
 from .data import TaskData, encode_rows, make_collator, task_schedule
 from .encoder import DEFAULT_MODEL_ID, default_model_path
 from .errors import MTLError, TrainingDiverged
-from .groups import count_trainable, freeze, layer_groups, resolve_groups, snapshot, unfreeze
+from .groups import count_trainable, freeze, layer_groups, resolve_groups, unfreeze
 from .model import MultiTaskModel
 from .optim import audit_optimizer, constant_schedule, discriminative_param_groups, discriminative_rates, lr_table, param_groups_for, slanted_triangular
 from .results import atomic_write_bytes

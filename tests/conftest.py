@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,13 @@ from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: E402
 from mtl_helpers import MultiTaskModel, SentenceHead, default_model_path, load_task  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+# Paths of a build machine that must never reach committed files or notebook outputs: Unix home
+# and work folders, temporary files, and Windows user folders. Built from parts so that this
+# file does not itself name such a path.
+_ROOTS = "|".join(("work/", "root/", "home/[a-z]", "tmp/[A-Za-z0-9_]"))
+MACHINE_PATH = re.compile(rf"(/(?:{_ROOTS})|[A-Z]:\\\\Users)")
 
 
 def data_dir() -> Path:

@@ -3,16 +3,16 @@ end to end with papermill in the smoke profile, in book order."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
 
+from conftest import MACHINE_PATH
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-MACHINE_PATH = re.compile(r"(/work/|/tmp/[A-Za-z0-9_]|/root/|/home/[a-z]|[A-Z]:\\\\Users)")
 
 
 def outputs_text(nb) -> str:
