@@ -7,9 +7,11 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 from transformers import set_seed  # noqa: E402
 
-from .data import TASKS, TaskData, find_data_dir, load_task, task_schedule
-from .encoder import DEFAULT_MODEL_ID, default_model_path, load_encoder, mean_pool
-from .errors import (
+from .batches import TokenizedTasks, encode_rows, make_collator, make_loader, multitask_stream, task_schedule  # noqa: E402
+from .callbacks import Callback, Evaluation, GradualUnfreezing, History, PeakMemory, ProgressBar, Stage, ulmfit_stages  # noqa: E402
+from .data import TASKS, TaskData, find_data_dir, load_task  # noqa: E402
+from .encoder import DEFAULT_MODEL_ID, default_model_path, load_encoder, mean_pool, truncate_encoder  # noqa: E402
+from .errors import (  # noqa: E402
     DataError,
     FrozenParameterChanged,
     ModelLoadError,
@@ -20,7 +22,10 @@ from .errors import (
     UnknownTaskError,
     UnsupportedEncoderError,
 )
-from .groups import (
+from .evaluation import PRIMARY_METRIC, TaskEvaluation, evaluate_task  # noqa: E402
+from .experiments import chosen_value, run_seeds, sweep_table  # noqa: E402
+from .features import FeatureCache, embed_rows, embed_texts  # noqa: E402
+from .groups import (  # noqa: E402
     assert_frozen_unchanged,
     changed_groups,
     count_trainable,
@@ -32,16 +37,22 @@ from .groups import (
     trainable_summary,
     unfreeze,
 )
-from .model import MultiTaskModel, SentenceHead, TokenHead
-from .optim import (
+from .model import MultiTaskModel, SentenceHead, TokenHead  # noqa: E402
+from .optim import (  # noqa: E402
+    DEFAULT_FACTOR,
+    ULMFIT_FACTOR,
+    ULMFIT_SPREAD,
+    RateSchedule,
     audit_optimizer,
     discriminative_param_groups,
     discriminative_rates,
     gradual_unfreezing_stages,
     slanted_triangular,
+    spread_factor,
 )
-from .profiles import PROFILES, get_profile
-from .results import accuracy_margin, glue, load_results, results_table, save_result
-from .train import PRIMARY_METRIC, History, Trainer, TrainConfig, embed_texts
+from .profiles import PROFILES, Profile, get_profile  # noqa: E402
+from .results import RunRecord, check_comparable, glue, load_records, records_frame, save_record  # noqa: E402
+from .stats import RULE, Comparison, compare, summarize  # noqa: E402
+from .train import Trainer, TrainConfig  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

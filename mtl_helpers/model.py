@@ -54,8 +54,21 @@ class MultiTaskModel(nn.Module):
         # gradient and would blur the trainable-parameter counts.
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None
+        heads = dict(heads)
+        owners: dict[int, str] = {}
+        for task, head in heads.items():
+            if id(head) in owners:
+                raise MTLError(f"Tasks {owners[id(head)]!r} and {task!r} share one head object; give every task its own "
+                               "head (MultiTaskModel.for_tasks builds them), or train them as one task.")
+            owners[id(head)] = task
+        encoder_tensors = {p.data_ptr() for p in encoder.parameters()}
+        for task, head in heads.items():
+            tied = [n for n, p in head.named_parameters() if p.data_ptr() in encoder_tensors]
+            if tied:
+                raise MTLError(f"Head {task!r} shares its weight {tied[0]!r} with the encoder (a tied weight); freezing "
+                               "one would freeze both. Give the head its own parameters.")
         self.encoder = encoder
-        self.heads = nn.ModuleDict(dict(heads))
+        self.heads = nn.ModuleDict(heads)
         # Off by default: a frozen part is a fixed feature extractor, so its output must not
         # depend on train/eval mode (this is also what makes cached features exact).
         self.dropout_in_frozen = dropout_in_frozen
@@ -68,6 +81,11 @@ class MultiTaskModel(nn.Module):
     ) -> "MultiTaskModel":
         """One head per task, sized from each task's labels and level; heads initialised from `seed`."""
         hidden = encoder.config.hidden_size
+        tasks = list(tasks)
+        names = [t.name for t in tasks]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise MTLError(f"Two tasks are named {twice[0]!r}; each task needs its own name and head.")
         heads = {}
         # A private RNG stream: the same seed gives the same heads, whatever ran before.
         with torch.random.fork_rng(devices=[]):

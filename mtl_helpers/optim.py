@@ -1,36 +1,54 @@
-"""Optimizer parameter groups with discriminative learning rates, the slanted triangular
-schedule (a torch LambdaLR), and the audit that the optimizer holds exactly the trainable set."""
+"""Learning rates per layer group (by depth), optimizer parameter groups, a schedule that stays right
+when groups join or leave the optimizer mid-run, gradual-unfreezing stages, and the audit that the
+optimizer holds exactly the trainable parameters."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
-
+import numpy as np
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
 
 from .errors import OptimizerAuditError
-from .groups import layer_groups, resolve_groups
+from .groups import backbone_depths, layer_groups, resolve_groups
+
+DEFAULT_FACTOR = 1.0  # one rate for every backbone depth unless asked otherwise
+ULMFIT_FACTOR = 2.6  # Howard and Ruder's per-layer divisor
+ULMFIT_SPREAD = 2.6**4  # fastai's slice(lr / 2.6**4, lr): lowest group 2.6**4 below the highest
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
 
 
 def discriminative_rates(
-    model: nn.Module, lr: float, factor: float = 2.6, backbone_lr: float | None = None
+    model: nn.Module, lr: float, factor: float = DEFAULT_FACTOR, backbone_lr: float | None = None
 ) -> dict[str, float]:
-    """Learning rate of every group: heads at `lr`, each lower group the one above / `factor`.
+    """Peak learning rate of every group: heads at `lr`; the top backbone depth at `backbone_lr`
+    (default `lr`); each depth below it the one above divided by `factor`.
 
-    The top backbone group gets `backbone_lr` if given, else `lr / factor` (ULMFiT, factor 2.6).
-    `factor=1` gives one rate for everything.
+    `factor=1` gives one rate for the backbone; 2.6 is ULMFiT's per-layer divisor; 1/0.95 is the
+    layer-wise decay of Sun et al. (2019). The extras sit at the top layer's depth.
     """
-    if lr <= 0 or factor <= 0 or (backbone_lr is not None and backbone_lr <= 0):
-        raise ValueError(f"Learning rates and factor must be positive, got lr={lr}, factor={factor}, backbone_lr={backbone_lr}.")
-    names = list(layer_groups(model))
-    heads = [n for n in names if n.startswith("head.")]
-    backbone = [n for n in names if n not in heads]
-    rates = {n: lr for n in heads}
-    top = backbone_lr if backbone_lr is not None else lr / factor
-    for depth, name in enumerate(reversed(backbone)):
-        rates[name] = top / factor**depth
-    return {n: rates[n] for n in names}
+    _positive("lr", lr)
+    _positive("factor", factor)
+    _positive("backbone_lr", backbone_lr)
+    groups = layer_groups(model)
+    top_depth = backbone_depths(model) - 1
+    top = backbone_lr if backbone_lr is not None else lr
+    return {
+        name: lr if group.is_head else top / factor ** (top_depth - group.depth)
+        for name, group in groups.items()
+    }
+
+
+def spread_factor(model: nn.Module, spread: float = ULMFIT_SPREAD) -> float:
+    """The per-depth factor that spreads backbone rates geometrically so that the embeddings get
+    the top backbone rate divided by `spread` (fastai's `slice(lo, hi)` across the backbone)."""
+    _positive("spread", spread)
+    return spread ** (1 / max(1, backbone_depths(model) - 1))
 
 
 def _no_decay(param: nn.Parameter) -> bool:
@@ -41,35 +59,32 @@ def _no_decay(param: nn.Parameter) -> bool:
 def param_groups_for(
     model: nn.Module, names: Iterable[str], rates: Mapping[str, float], weight_decay: float
 ) -> list[dict]:
-    """Optimizer groups for the trainable parameters of `names`, split by decay / no decay."""
+    """Optimizer groups for the trainable parameters of `names`, split by decay / no decay.
+
+    Each group carries its `peak_lr`; a schedule sets `lr` from it before every step.
+    """
     groups = layer_groups(model)
     out = []
     for name in resolve_groups(model, *names):
-        params = [(n, p) for n, p in groups[name].params if p.requires_grad]
+        params = [p for _, p in groups[name].params if p.requires_grad]
         for suffix, decay in (("", True), ("/no_decay", False)):
-            chosen = [p for _, p in params if _no_decay(p) != decay]
+            chosen = [p for p in params if _no_decay(p) != decay]
             if chosen:
-                out.append(
-                    {"params": chosen, "lr": rates[name], "weight_decay": weight_decay if decay else 0.0, "name": name + suffix}
-                )
+                out.append({"params": chosen, "lr": rates[name], "peak_lr": rates[name],
+                            "weight_decay": weight_decay if decay else 0.0, "name": name + suffix})
     return out
 
 
 def discriminative_param_groups(
     model: nn.Module,
     lr: float,
-    factor: float = 2.6,
+    factor: float = DEFAULT_FACTOR,
     weight_decay: float = 0.01,
     backbone_lr: float | None = None,
 ) -> list[dict]:
-    """Param groups of the trainable parameters only, each with its discriminative rate."""
+    """Param groups of the trainable parameters only, each at its discriminative rate."""
     rates = discriminative_rates(model, lr, factor, backbone_lr)
-    out = param_groups_for(model, rates, rates, weight_decay)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    in_groups = [p for g in out for p in g["params"]]
-    # minGPT's check: every trainable parameter sits in exactly one group.
-    assert len(in_groups) == len({id(p) for p in in_groups}) == len(trainable), "parameter grouping is inconsistent"
-    return out
+    return param_groups_for(model, rates, rates, weight_decay)
 
 
 def audit_optimizer(model: nn.Module, optimizer: Optimizer) -> None:
@@ -95,8 +110,8 @@ def audit_optimizer(model: nn.Module, optimizer: Optimizer) -> None:
         problems.append(f"{len(foreign)} tensors in the optimizer do not belong to the model")
     if problems:
         raise OptimizerAuditError(
-            "Optimizer audit failed: " + "; ".join(problems) + ". Rebuild the optimizer after freezing, "
-            "or use Trainer.unfreeze, which adds newly trainable groups itself."
+            "Optimizer audit failed: " + "; ".join(problems) + ". Freeze and unfreeze through the "
+            "Trainer (trainer.freeze / trainer.unfreeze), which keeps its optimizer in step."
         )
 
 
@@ -105,51 +120,91 @@ def lr_table(optimizer: Optimizer) -> dict[str, float]:
     return {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
 
 
-def slanted_triangular(optimizer: Optimizer, total_steps: int, cut_frac: float = 0.1, ratio: float = 32.0) -> LambdaLR:
-    """ULMFiT's slanted triangular rates: a short linear rise to each group's rate, a long linear decay.
+# ---------------------------------------------------------------- schedules
 
-    Multiplier at step t (Howard & Ruder 2018, eq. 3): (1 + p (ratio - 1)) / ratio with p rising
-    from 0 to 1 over the first `cut_frac` of the steps, then falling back to 0.
-    """
+
+def slanted_triangular(step: int, total_steps: int, cut_frac: float = 0.1, ratio: float = 32.0) -> float:
+    """ULMFiT's slanted triangular multiplier at `step` (0-based) of `total_steps`: a short linear
+    rise to 1 over the first `cut_frac` of the steps, then a long linear fall to 1/ratio
+    (Howard and Ruder 2018, eq. 3)."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be at least 1, got {total_steps}.")
     cut = max(1, int(total_steps * cut_frac))
-
-    def multiplier(step: int) -> float:
-        if step < cut:
-            p = step / cut
-        else:
-            p = 1 - (step - cut) / max(1, total_steps - cut)
-        return (1 + max(0.0, p) * (ratio - 1)) / ratio
-
-    return LambdaLR(optimizer, multiplier)
+    p = step / cut if step < cut else 1 - (step - cut) / max(1, total_steps - cut)
+    return (1 + max(0.0, p) * (ratio - 1)) / ratio
 
 
-def constant_schedule(optimizer: Optimizer) -> LambdaLR:
-    return LambdaLR(optimizer, lambda step: 1.0)
+class RateSchedule:
+    """Sets each optimizer group's `lr` to its `peak_lr` times the schedule's multiplier before every
+    step. It reads the groups at every step, so groups that join (unfreezing) or leave (freezing)
+    mid-run follow the running schedule; `restart` begins a new cycle (a new ULMFiT stage)."""
+
+    def __init__(self, kind: str = "slanted", total_steps: int = 1, cut_frac: float = 0.1, ratio: float = 32.0):
+        if kind not in ("slanted", "constant"):
+            raise ValueError(f"schedule must be 'slanted' or 'constant', got {kind!r}.")
+        self.kind, self.cut_frac, self.ratio = kind, cut_frac, ratio
+        self.restart(total_steps)
+
+    def restart(self, total_steps: int) -> None:
+        if total_steps < 1:
+            raise ValueError(f"A schedule needs at least one step, got {total_steps}.")
+        self.total_steps, self.step_in_cycle = int(total_steps), 0
+
+    def multiplier(self) -> float:
+        if self.kind == "constant":
+            return 1.0
+        return slanted_triangular(min(self.step_in_cycle, self.total_steps - 1), self.total_steps, self.cut_frac, self.ratio)
+
+    def apply(self, optimizer: Optimizer) -> dict[str, float]:
+        """Set the rates of the coming step; returns them by group name."""
+        m = self.multiplier()
+        for group in optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * m
+        return lr_table(optimizer)
+
+    def advance(self) -> None:
+        self.step_in_cycle += 1
+
+
+# ---------------------------------------------------------------- gradual unfreezing
 
 
 def gradual_unfreezing_stages(model: nn.Module, n_stages: int | None = None) -> list[list[str]]:
-    """Groups to unfreeze at each stage: the heads first, then one more backbone group from the top."""
-    names = list(layer_groups(model))
-    heads = [n for n in names if n.startswith("head.")]
-    backbone = [n for n in names if n not in heads and n != "encoder.other"]
-    top_extra = ["encoder.other"] if "encoder.other" in names else []
-    stages = [heads]
-    for i, name in enumerate(reversed(backbone)):
-        stages.append([name] + (top_extra if i == 0 else []))
-    return stages if n_stages is None else stages[:n_stages]
+    """Groups to unfreeze at each stage: the heads first, then the backbone from the top down.
+
+    With `n_stages=None`, one backbone depth per stage (extras with the top layer). With a number,
+    the backbone depths are split into `n_stages - 1` contiguous chunks, smaller ones at the top
+    (e.g. 7 depths in 3 chunks: the top 2, the next 2, the bottom 3).
+    """
+    groups = layer_groups(model)
+    heads = [n for n, g in groups.items() if g.is_head]
+    by_depth: dict[int, list[str]] = {}
+    for name, group in groups.items():
+        if not group.is_head:
+            by_depth.setdefault(group.depth, []).append(name)
+    depths = sorted(by_depth, reverse=True)
+    if n_stages is None:
+        chunks = [[d] for d in depths]
+    else:
+        if isinstance(n_stages, bool) or not isinstance(n_stages, int) or not 2 <= n_stages <= len(depths) + 1:
+            raise ValueError(f"n_stages must be an integer from 2 to {len(depths) + 1} (heads, then the {len(depths)} backbone depths), got {n_stages!r}.")
+        sizes = [len(c) for c in np.array_split(np.arange(len(depths)), n_stages - 1)][::-1]
+        starts = np.cumsum([0, *sizes])
+        chunks = [depths[a:b] for a, b in zip(starts[:-1], starts[1:])]
+    return [heads] + [[n for d in sorted(chunk) for n in by_depth[d]] for chunk in chunks]
 
 
 __all__ = [
+    "DEFAULT_FACTOR",
+    "RateSchedule",
+    "ULMFIT_FACTOR",
+    "ULMFIT_SPREAD",
     "audit_optimizer",
-    "constant_schedule",
     "discriminative_param_groups",
     "discriminative_rates",
     "gradual_unfreezing_stages",
     "lr_table",
     "param_groups_for",
     "slanted_triangular",
+    "spread_factor",
 ]
-
-

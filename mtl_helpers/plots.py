@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .train import History
+from .callbacks import History
 
 
 def plot_learning_curves(history: History, metric: str = "accuracy", title: str = "Learning curves", ax=None):

@@ -16,12 +16,13 @@ from mtl_helpers import (
 
 
 def test_each_lower_group_gets_the_rate_above_divided_by_the_factor(two_heads):
-    rates = discriminative_rates(two_heads, lr=1e-3, factor=2.6)
-    assert rates["head.a"] == rates["head.b"] == 1e-3
-    assert rates["layer.2"] == 1e-3 / 2.6
-    assert rates["layer.1"] == 1e-3 / 2.6 / 2.6**1
-    assert rates["layer.0"] == pytest.approx(1e-3 / 2.6**3, rel=1e-12)
-    assert rates["embeddings"] == pytest.approx(1e-3 / 2.6**4, rel=1e-12)
+    rates = discriminative_rates(two_heads, lr=1e-2, factor=2.6, backbone_lr=1e-3)
+    assert rates["head.a"] == rates["head.b"] == 1e-2
+    assert rates["layer.2"] == 1e-3  # the top backbone depth gets backbone_lr itself
+    assert rates["layer.1"] == 1e-3 / 2.6
+    assert rates["layer.0"] == pytest.approx(1e-3 / 2.6**2, rel=1e-12)
+    assert rates["embeddings"] == pytest.approx(1e-3 / 2.6**3, rel=1e-12)
+    assert discriminative_rates(two_heads, lr=1e-3, factor=2.6)["layer.2"] == 1e-3  # default: backbone_lr = lr
     one = discriminative_rates(two_heads, lr=5e-5, factor=1.0)
     assert set(one.values()) == {5e-5}
     split = discriminative_rates(two_heads, lr=5e-5, factor=1.0, backbone_lr=1e-5)
@@ -61,14 +62,7 @@ def test_audit_catches_frozen_missing_and_repeated_parameters(two_heads):
 
 
 def test_slanted_triangular_rises_then_decays():
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([{"params": [param], "lr": 0.32}], lr=0.32)
-    scheduler = slanted_triangular(optimizer, total_steps=100, cut_frac=0.1, ratio=32)
-    lrs = []
-    for _ in range(100):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    lrs = [0.32 * slanted_triangular(step, total_steps=100, cut_frac=0.1, ratio=32) for step in range(100)]
     assert lrs[0] == pytest.approx(0.01)  # lr / ratio
     assert max(lrs) == pytest.approx(0.32) and lrs.index(max(lrs)) == 10
     assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11]))
@@ -77,24 +71,67 @@ def test_slanted_triangular_rises_then_decays():
 
 
 def test_slanted_triangular_survives_tiny_runs():
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([param], lr=1.0)
-    scheduler = slanted_triangular(optimizer, total_steps=1)
-    optimizer.step()
-    scheduler.step()
+    assert slanted_triangular(0, total_steps=1) == pytest.approx(1 / 32)
     with pytest.raises(ValueError):
-        slanted_triangular(optimizer, total_steps=0)
+        slanted_triangular(0, total_steps=0)
+
+
+def test_rate_schedule_follows_groups_that_join_and_restarts():
+    from mtl_helpers import RateSchedule
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [a], "lr": 1.0, "peak_lr": 1.0}], lr=1.0)
+    schedule = RateSchedule("slanted", total_steps=10, cut_frac=0.1, ratio=32)
+    for _ in range(4):
+        schedule.apply(optimizer)
+        schedule.advance()
+    optimizer.add_param_group({"params": [b], "lr": 0.0, "peak_lr": 0.5})  # joins mid-run
+    rates = schedule.apply(optimizer)
+    m = slanted_triangular(4, 10, 0.1, 32)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(m) and optimizer.param_groups[1]["lr"] == pytest.approx(0.5 * m)
+    assert len(rates) == 2
+    schedule.restart(5)
+    schedule.apply(optimizer)
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(0.5 / 32)  # a new cycle starts low again
 
 
 def test_gradual_stages_go_from_the_top_down(two_heads):
     assert gradual_unfreezing_stages(two_heads) == [["head.a", "head.b"], ["layer.2"], ["layer.1"], ["layer.0"], ["embeddings"]]
+    assert gradual_unfreezing_stages(two_heads, 3) == [["head.a", "head.b"], ["layer.1", "layer.2"], ["embeddings", "layer.0"]]
+    with pytest.raises(ValueError, match="n_stages"):
+        gradual_unfreezing_stages(two_heads, 9)
+
+
+def test_the_rate_functions_and_the_config_share_one_default_factor(two_heads):
+    import inspect
+
+    from mtl_helpers import DEFAULT_FACTOR, TrainConfig
+
+    assert TrainConfig().factor == DEFAULT_FACTOR
+    assert inspect.signature(discriminative_rates).parameters["factor"].default == DEFAULT_FACTOR
+    assert inspect.signature(discriminative_param_groups).parameters["factor"].default == DEFAULT_FACTOR
+
+
+def test_spread_factor_reaches_the_bottom_at_the_intended_divisor(two_heads):
+    from mtl_helpers import spread_factor
+
+    factor = spread_factor(two_heads, 2.6**4)
+    rates = discriminative_rates(two_heads, lr=1e-2, factor=factor, backbone_lr=1e-3)
+    assert rates["layer.2"] == 1e-3 and rates["embeddings"] == pytest.approx(1e-3 / 2.6**4)
+    assert rates["layer.1"] / rates["layer.0"] == pytest.approx(rates["layer.0"] / rates["embeddings"])
+
+
+@pytest.mark.parametrize("bad", [dict(lr=float("nan")), dict(lr=1e-3, factor=float("inf")), dict(lr=1e-3, backbone_lr=float("nan")), dict(lr=0)])
+def test_rates_reject_non_finite_or_non_positive_values(two_heads, bad):
+    with pytest.raises(ValueError, match="finite number > 0"):
+        discriminative_rates(two_heads, **bad)
 
 
 def test_history_records_the_rate_each_step_used(make_model, tokenizer, trec):
     from mtl_helpers import Trainer, TrainConfig
 
     model = make_model([trec])
-    trainer = Trainer(model, tokenizer, [trec], TrainConfig(epochs=1, lr=0.32, ratio=32, batch_size=16, progress=False, eval_train=False))
+    trainer = Trainer(model, tokenizer, [trec], TrainConfig(epochs=1, lr=0.32, ratio=32, batch_size=16, progress=False))
     trainer.fit()
     first = trainer.history.lr_frame().iloc[0]
     assert (first == 0.01).all()  # step 1 runs at lr / ratio, the slanted schedule's start

@@ -1,13 +1,23 @@
-"""Result records: atomic writes, one file per scenario, no mixing of profiles."""
+"""Run records: one dataclass, keyed by scenario, tasks, model, profile and seed; strict JSON written
+atomically; collecting filters on the keys and refuses to mix tasks or models."""
 from __future__ import annotations
 
 import json
+import re
 import os
 
+import numpy as np
 import pytest
 
-from mtl_helpers import load_results, results_table, save_result
+from mtl_helpers import MTLError, RunRecord, check_comparable, load_records, records_frame, save_record
 from mtl_helpers.results import atomic_write_bytes
+
+
+def record(scenario="head-only", tasks=("trec", "sst2"), model="m", profile="cpu", seed=0, acc=0.5, **kw) -> RunRecord:
+    return RunRecord(scenario=scenario, profile=profile, seed=seed, model=model,
+                     tasks={t: {"level": "sentence", "metric": "accuracy", "sizes": {"validation": 4}} for t in tasks},
+                     metrics={"validation": {t: {"accuracy": acc} for t in tasks}},
+                     outcomes={"validation": {t: "1010" for t in tasks}}, **kw)
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
@@ -24,35 +34,70 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
 
 
-def test_records_replace_older_runs_and_profiles_never_mix(tmp_path):
-    record = {"scenario": "head-only", "metrics": {"trec": {"metric": "accuracy", "value": 0.5}}, "trainable_params": 10}
-    save_result(record, "cpu", tmp_path)
-    save_result({**record, "metrics": {"trec": {"metric": "accuracy", "value": 0.8}}}, "cpu", tmp_path)
-    save_result({**record, "scenario": "smoke-only"}, "smoke", tmp_path)
-    (tmp_path / "old-schema.json").write_text(json.dumps({"scenario": "old", "profile": "cpu"}))
-    records = load_results("cpu", tmp_path)
-    assert [r["scenario"] for r in records] == ["head-only"]
-    table = results_table(records)
-    assert table.loc["head-only", "trec accuracy"] == 0.8
+def test_records_with_another_task_b_do_not_overwrite_each_other(tmp_path):
+    save_record(record(tasks=("trec", "sst2"), acc=0.8), tmp_path)
+    save_record(record(tasks=("trec", "rotten_tomatoes"), acc=0.7), tmp_path)
+    save_record(record(tasks=("trec", "sst2"), seed=1, acc=0.6), tmp_path)
+    assert len(load_records("cpu", root=tmp_path)) == 3
+    assert [r.seed for r in load_records("cpu", tasks=["sst2", "trec"], root=tmp_path)] == [0, 1]
+    with pytest.raises(MTLError, match="trained on different tasks"):
+        records_frame(load_records("cpu", root=tmp_path))
+
+
+def test_models_do_not_mix_in_one_table(tmp_path):
+    save_record(record(model="a"), tmp_path)
+    save_record(record(model="org/b"), tmp_path)
+    with pytest.raises(MTLError, match="different models"):
+        check_comparable(load_records("cpu", root=tmp_path))
+    assert len(load_records("cpu", model="org/b", root=tmp_path)) == 1
+
+
+def test_same_key_replaces_and_profiles_never_mix(tmp_path):
+    save_record(record(acc=0.5), tmp_path)
+    save_record(record(acc=0.8), tmp_path)
+    save_record(record(profile="smoke"), tmp_path)
+    (tmp_path / "cpu" / "old").mkdir()
+    (tmp_path / "cpu" / "old" / "x.json").write_text(json.dumps({"scenario": "old", "profile": "cpu", "seed": 0, "model": "m", "tasks": {}, "schema": 1}))
+    records = load_records("cpu", root=tmp_path)
+    assert [(r.scenario, r.metric("trec")) for r in records] == [("head-only", 0.8)]
+
+
+def test_nan_is_written_as_null_strict_json(tmp_path):
+    path = save_record(record(acc=float("nan"), peak_memory_mb=float("inf")), tmp_path)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    data = json.loads(text)
+    assert data["metrics"]["validation"]["trec"]["accuracy"] is None and data["peak_memory_mb"] is None
+    assert np.isnan(load_records("cpu", root=tmp_path)[0].metric("trec"))
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", "", "Upper", "x" * 200])
+def test_a_scenario_name_cannot_write_outside_the_results_folder(name):
+    with pytest.raises(MTLError, match="not allowed"):
+        record(scenario=name)
+
+
+def test_a_corrupt_record_is_named(tmp_path):
+    path = save_record(record(), tmp_path)
+    path.write_text('{"scenario": "head-only", "seed": ')
+    with pytest.raises(MTLError, match=re.escape(path.name) + r" is corrupt.*re-run the notebook"):
+        load_records("cpu", root=tmp_path)
 
 
 def test_results_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MTL_RESULTS_DIR", str(tmp_path))
-    path = save_result({"scenario": "x"}, "smoke")
-    assert path == tmp_path / "smoke" / "x.json"
-    with pytest.raises(ValueError, match="scenario"):
-        save_result({}, "smoke")
+    path = save_record(record(profile="smoke"))
+    assert path == tmp_path / "smoke" / "head-only" / "sst2+trec--m--seed0.json"
 
 
 def test_records_are_ordinary_readable_files(tmp_path):
-    path = save_result({"scenario": "x"}, "cpu", tmp_path)
+    path = save_record(record(), tmp_path)
     assert path.stat().st_mode & 0o044  # group/others may read, unlike mkstemp's 0600
 
 
-def test_accuracy_margin_is_two_binomial_standard_errors():
-    from mtl_helpers import accuracy_margin
-
-    assert accuracy_margin(0.5, 100) == pytest.approx(0.1)  # 2 * sqrt(0.25 / 100)
-    assert accuracy_margin([0.5, 0.5], [100, 100]) == pytest.approx(0.1 / 2**0.5)
-    with pytest.raises(ValueError):
-        accuracy_margin([0.5, 0.5], [100])
+def test_outcomes_round_trip(tmp_path):
+    save_record(record(), tmp_path)
+    loaded = load_records("cpu", root=tmp_path)[0]
+    assert loaded.outcome_array("trec").tolist() == [1, 0, 1, 0]
+    with pytest.raises(MTLError, match="holds no outcomes of 'trec' on 'test'"):
+        loaded.outcome_array("trec", "test")

@@ -2,10 +2,13 @@
 parameters at their intended rates, faults stop cleanly, and the same seed gives the same run."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from mtl_helpers import (
+    Callback,
     MTLError,
     Trainer,
     TrainConfig,
@@ -34,8 +37,8 @@ def trainable_ids(model):
 def test_frozen_backbone_stays_bitwise_identical_with_weight_decay(make_model, tokenizer, trec, sst2):
     model = make_model([trec, sst2])
     freeze(model, "backbone")
-    before = snapshot(model)
     trainer = Trainer(model, tokenizer, [trec, sst2], TrainConfig(epochs=1, lr=1e-2, weight_decay=0.5, **FAST))
+    before = snapshot(model)  # on the trainer's device: tests compare on one device
     trainer.fit()
     report = changed_groups(model, before)
     assert report.loc[[n for n in report.index if not n.startswith("head.")], "bitwise identical"].all()
@@ -48,13 +51,14 @@ def test_frozen_backbone_stays_bitwise_identical_with_weight_decay(make_model, t
 def test_optimizer_holds_exactly_the_trainable_parameters_at_their_rates(make_model, tokenizer, trec, sst2):
     model = make_model([trec, sst2])
     freeze(model, "embeddings", "layer.0")
-    trainer = Trainer(model, tokenizer, [trec, sst2], TrainConfig(lr=1e-3, factor=2.6, **FAST))
+    trainer = Trainer(model, tokenizer, [trec, sst2], TrainConfig(lr=1e-3, factor=2.6, backbone_lr=1e-4, **FAST))
     ids = optimizer_ids(trainer)
     assert len(ids) == len(set(ids)) and set(ids) == trainable_ids(model)
-    rates = discriminative_rates(model, 1e-3, 2.6)
+    rates = discriminative_rates(model, 1e-3, 2.6, 1e-4)
     for group in trainer.optimizer.param_groups:
-        assert group["lr"] == rates[group["name"].split("/")[0]]
+        assert group["peak_lr"] == rates[group["name"].split("/")[0]]
     assert {g["name"].split("/")[0] for g in trainer.optimizer.param_groups} == {"layer.1", "layer.2", "head.trec", "head.sst2"}
+    assert {id(p) for p in trainer.trainable_parameters()} == trainable_ids(model)
 
 
 def test_gradual_unfreezing_trains_new_groups_and_nothing_frozen_moves(make_model, tokenizer, trec, sst2):
@@ -70,7 +74,7 @@ def test_gradual_unfreezing_trains_new_groups_and_nothing_frozen_moves(make_mode
         trainer.unfreeze(*groups)
         unfrozen += groups
         added = [g for g in trainer.optimizer.param_groups if g["name"].split("/")[0] in groups]
-        assert added and all(g["lr"] == rates[g["name"].split("/")[0]] for g in added)
+        assert added and all(g["peak_lr"] == rates[g["name"].split("/")[0]] for g in added)
         assert set(optimizer_ids(trainer)) == trainable_ids(model)
         trainer.fit(0.5, stage=groups[0])
         report = changed_groups(model, before)
@@ -123,10 +127,31 @@ def test_same_seed_same_run(make_model, tokenizer, trec, sst2):
     assert all(torch.equal(results[0][1][n], results[1][1][n]) for n in results[0][1])
 
 
+def test_seeding_happens_when_fit_starts(make_model, tokenizer, trec):
+    """Code run between building the trainer and fitting it cannot change the result."""
+    states = []
+    for disturb in (False, True):
+        model = make_model([trec], seed=3)
+        trainer = Trainer(model, tokenizer, [trec], TrainConfig(epochs=1, lr=1e-3, seed=5, **FAST))
+        if disturb:
+            torch.rand(1000)  # moves the global RNG, as any cell in a notebook might
+            import random
+
+            random.random()
+        trainer.fit()
+        states.append(snapshot(model))
+    assert all(torch.equal(states[0][n], states[1][n]) for n in states[0])
+
+
 def test_nan_loss_stops_with_step_and_task_and_keeps_the_last_good_state(make_model, tokenizer, trec):
     model = make_model([trec])
     states = []
-    trainer = Trainer(model, tokenizer, [trec], TrainConfig(epochs=1, **FAST), callbacks=[lambda t, event, info: states.append(snapshot(model)) if event == "step" else None])
+
+    class Keep(Callback):
+        def on_step_end(self, trainer, step):
+            states.append(snapshot(model))
+
+    trainer = Trainer(model, tokenizer, [trec], TrainConfig(epochs=1, **FAST), callbacks=[Keep()])
 
     def poison(module, inputs, output):
         return output * float("nan") if trainer.global_step == 2 else output
@@ -138,21 +163,65 @@ def test_nan_loss_stops_with_step_and_task_and_keeps_the_last_good_state(make_mo
     assert all(torch.equal(p, states[-1][n]) for n, p in model.named_parameters())
 
 
-def test_interrupt_keeps_history_and_best_checkpoint(make_model, tokenizer, trec, tmp_path):
+def test_a_nan_gradient_without_clipping_stops_before_the_update(make_model, tokenizer, trec):
+    """The loss is finite but a gradient is not: with clipping off, the check still runs before the step."""
+    model = make_model([trec])
+    trainer = Trainer(model, tokenizer, [trec], TrainConfig(epochs=1, max_grad_norm=None, **FAST))
+    weight = model.heads["trec"].classifier.weight
+    weight.register_hook(lambda grad: grad * float("nan") if trainer.global_step == 1 else grad)
+    before = {}
+
+    class Keep(Callback):
+        def on_step_end(self, trainer, step):
+            before.update(snapshot(model))
+
+    trainer.callbacks.append(Keep())
+    with pytest.raises(TrainingDiverged, match=r"gradient norm became nan at step 2"):
+        trainer.fit()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_deferred_checks_skip_the_bad_update_on_the_device(make_model, tokenizer, trec):
+    """With sync_every > 1 the host reads the flags later; the fused optimizer skips the bad step and
+    every later one, so the state is still the one from before the bad step."""
+    model = make_model([trec])
+    trainer = Trainer(model, tokenizer, [trec], TrainConfig(epochs=1, sync_every=4, **FAST))
+    if not trainer.optimizer.defaults.get("fused"):
+        pytest.skip("this torch has no fused AdamW here")
+    states = {}
+
+    class Keep(Callback):
+        def on_step_end(self, trainer, step):
+            states[trainer.global_step] = snapshot(model)
+
+    trainer.callbacks.append(Keep())
+    model.heads["trec"].register_forward_hook(lambda m, i, o: o * float("nan") if trainer.global_step == 1 else o)
+    with pytest.raises(TrainingDiverged, match=r"at step 2 .*state from step 1"):
+        trainer.fit()
+    assert all(torch.equal(p, states[1][n]) for n, p in model.named_parameters())
+
+
+def test_interrupt_keeps_history_and_best_checkpoint_and_is_recorded(make_model, tokenizer, trec, tmp_path):
     model = make_model([trec])
     checkpoint = tmp_path / "best.pt"
 
-    def interrupt(trainer, event, info):
-        if event == "step" and trainer.global_step == 8:
-            raise KeyboardInterrupt
+    class Interrupt(Callback):
+        def on_step_end(self, trainer, step):
+            if trainer.global_step == 8:
+                raise KeyboardInterrupt
 
-    trainer = Trainer(model, tokenizer, [trec], TrainConfig(epochs=2, checkpoint_path=str(checkpoint), **FAST), callbacks=[interrupt])
+    trainer = Trainer(model, tokenizer, [trec], TrainConfig(epochs=2, checkpoint_path=str(checkpoint), **FAST), callbacks=[Interrupt()])
     with pytest.warns(UserWarning, match="interrupted at step 8"):
         history = trainer.fit()
-    assert history.interrupted and len(history.steps) == 8 and len(history.evals) == 2  # epoch 1: validation + train
+    assert history.interrupted and len(history.steps) == 8 and len(history.evals) == 1  # epoch 1: validation
     state = torch.load(checkpoint)
     assert set(state) == set(model.state_dict())
     assert not list(tmp_path.glob(".*.tmp"))
+    trainer.callbacks.pop()  # a later, complete fit
+    trainer.fit(1)
+    assert not trainer.history.interrupted and trainer.history.ever_interrupted
+    assert trainer.result("interrupted-once", "smoke").interrupted
 
 
 def test_mismatched_head_and_task(make_model, tokenizer, trec, sst2):
@@ -178,14 +247,57 @@ def test_token_task_trains_and_reports_entity_f1(make_model, tokenizer):
     trainer.fit()
     metrics = trainer.history.final()["conll2003"]
     assert {"entity_f1", "token_accuracy", "loss"} <= set(metrics)
-    record = trainer.result("ner")
-    assert record["metrics"]["conll2003"]["metric"] == "entity_f1"
+    record = trainer.result("ner", "smoke")
+    assert record.tasks["conll2003"]["metric"] == "entity_f1"
+    assert record.outcome_array("conll2003").shape == (32, 3)
 
 
-@pytest.mark.parametrize("bad", [dict(epochs=0), dict(lr=-1), dict(sampling="random"), dict(padding="none"), dict(schedule="cosine")])
-def test_config_rejects_bad_values(bad):
-    with pytest.raises(ValueError, match="Invalid TrainConfig value"):
+@pytest.mark.parametrize("bad, field", [
+    (dict(epochs=0), "epochs"), (dict(epochs=float("inf")), "epochs"), (dict(lr=-1), "lr"), (dict(lr=float("nan")), "lr"),
+    (dict(backbone_lr=float("nan")), "backbone_lr"), (dict(factor=float("inf")), "factor"), (dict(factor=0), "factor"),
+    (dict(temperature=float("nan")), "temperature"), (dict(ratio=0), "ratio"), (dict(ratio=-2), "ratio"),
+    (dict(max_grad_norm=-1.0), "max_grad_norm"), (dict(loss_weights={"trec": -1.0}), "loss_weights"),
+    (dict(sampling="random"), "sampling"), (dict(padding="none"), "padding"), (dict(schedule="cosine"), "schedule"),
+    (dict(batch_size=0), "batch_size"), (dict(cut_frac=1.5), "cut_frac"), (dict(sync_every=0), "sync_every"),
+])
+def test_config_rejects_values_that_would_train_wrong(bad, field):
+    with pytest.raises(ValueError, match=rf"Invalid TrainConfig: {field}=.*allowed: "):
         TrainConfig(**bad)
+
+
+def test_loss_weights_must_name_known_tasks(make_model, tokenizer, trec):
+    with pytest.raises(MTLError, match=r"loss_weights names unknown task\(s\) \['sst-2'\]"):
+        Trainer(make_model([trec]), tokenizer, [trec], TrainConfig(loss_weights={"sst-2": 1.0}, **FAST))
+
+
+@pytest.mark.parametrize("epochs", [0, -1, float("nan"), True])
+def test_fit_rejects_a_non_positive_number_of_epochs(make_model, tokenizer, trec, epochs):
+    trainer = Trainer(make_model([trec]), tokenizer, [trec], TrainConfig(**FAST))
+    with pytest.raises(MTLError, match="number of epochs must be a finite number > 0"):
+        trainer.fit(epochs)
+    assert trainer.global_step == 0
+
+
+def test_two_tasks_with_one_name_are_refused(make_model, tokenizer, trec):
+    with pytest.raises(MTLError, match="Two tasks share the name 'trec'"):
+        Trainer(make_model([trec]), tokenizer, [trec, trec], TrainConfig(**FAST))
+
+
+def test_a_gpu_request_without_a_gpu_fails_at_construction(make_model, tokenizer, trec, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MTLError, match="device='cuda'.*torch sees none"):
+        Trainer(make_model([trec]), tokenizer, [trec], TrainConfig(device="cuda", **FAST))
+
+
+def test_an_encoder_with_a_smaller_vocabulary_fails_at_construction(tokenizer, trec):
+    from transformers import BertConfig, BertModel
+
+    from mtl_helpers import MultiTaskModel
+
+    encoder = BertModel(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+    model = MultiTaskModel.for_tasks(encoder, [trec])
+    with pytest.raises(MTLError, match=r"tokenizer has 30522 tokens but the encoder's embedding table only 1000 rows"):
+        Trainer(model, tokenizer, [trec], TrainConfig(**FAST))
 
 
 def test_result_record_describes_the_run(make_model, tokenizer, trec, sst2):
@@ -193,10 +305,15 @@ def test_result_record_describes_the_run(make_model, tokenizer, trec, sst2):
     freeze(model, "backbone")
     trainer = Trainer(model, tokenizer, [trec, sst2], TrainConfig(epochs=1, lr=1e-2, **FAST))
     trainer.fit()
-    record = trainer.result("heads-only", note="test")
-    assert record["trainable_params"] == sum(g.numel for n, g in layer_groups(model).items() if n.startswith("head."))
-    assert record["metrics"]["trec"]["metric"] == "accuracy" and 0 <= record["metrics"]["trec"]["value"] <= 1
-    assert record["examples_per_second"] > 0 and record["steps"] == 12 and record["note"] == "test"
+    record = trainer.result("heads-only", "smoke", note="test")
+    assert record.trainable_params == sum(g.numel for n, g in layer_groups(model).items() if n.startswith("head."))
+    assert set(record.trained) == {"head.trec", "head.sst2"} and record.trained["head.trec"] == 1e-2
+    assert 0 <= record.metric("trec") <= 1 and 0 <= record.metric("trec", "test") <= 1
+    assert record.budget == {"examples": 192, "steps": 12, "epochs": 1.0}
+    assert record.train_examples_per_second > 0 and record.inference_examples_per_second > 0
+    assert record.extra == {"note": "test"} and not record.interrupted
+    assert record.peak_memory_mb > 0 and record.memory_method
+    assert record.outcome_array("trec").mean() == pytest.approx(record.metric("trec"))
 
 
 def test_cached_train_slice_matches_each_tasks_own_rows(make_model, tokenizer, trec):
@@ -204,15 +321,16 @@ def test_cached_train_slice_matches_each_tasks_own_rows(make_model, tokenizer, t
     model = make_model([trec, sst2])
     freeze(model, "backbone")
     trainer = Trainer(model, tokenizer, [trec, sst2], TrainConfig(cache_features=True, **FAST))
-    cached = trainer.evaluate("train_eval")
-    recomputed = Trainer(model, tokenizer, [trec, sst2], TrainConfig(**FAST)).evaluate("train_eval")
+    cached = trainer.evaluate_outcomes("train_eval")
+    recomputed = Trainer(model, tokenizer, [trec, sst2], TrainConfig(**FAST)).evaluate_outcomes("train_eval")
     for task in ("trec", "sst2"):
-        assert cached[task]["accuracy"] == recomputed[task]["accuracy"]
-        assert cached[task]["loss"] == pytest.approx(recomputed[task]["loss"], abs=1e-5)
+        assert (cached[task].outcomes == recomputed[task].outcomes).all()
+        assert cached[task].metrics["loss"] == pytest.approx(recomputed[task].metrics["loss"], abs=1e-5)
 
 
 def test_heads_are_initialised_from_the_seed_whatever_ran_before(trec, sst2):
     from conftest import tiny_bert
+
     from mtl_helpers import MultiTaskModel
 
     first = MultiTaskModel.for_tasks(tiny_bert(), [trec, sst2], seed=5)
@@ -221,3 +339,12 @@ def test_heads_are_initialised_from_the_seed_whatever_ran_before(trec, sst2):
     other = MultiTaskModel.for_tasks(tiny_bert(), [trec, sst2], seed=6)
     assert torch.equal(first.heads["trec"].classifier.weight, second.heads["trec"].classifier.weight)
     assert not torch.equal(first.heads["trec"].classifier.weight, other.heads["trec"].classifier.weight)
+
+
+def test_history_steps_match_the_updates(make_model, tokenizer, trec):
+    model = make_model([trec])
+    trainer = Trainer(model, tokenizer, [trec], TrainConfig(epochs=1.5, **FAST))
+    trainer.fit()
+    assert len(trainer.history.steps) == trainer.global_step == math.ceil(1.5 * 6 - 0.5)
+    assert [s["step"] for s in trainer.history.steps] == list(range(1, trainer.global_step + 1))
+    assert isinstance(trainer.history.steps[0]["loss"], float)

@@ -1,0 +1,146 @@
+"""From task rows to batches: tokenizing, dynamic padding, length buckets, seeded loaders, and the
+multi-task stream of (task, batch) that the Trainer trains on. Usable on its own."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, default_collate
+from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from .data import TaskData
+
+SAMPLING = ("proportional", "round_robin", "temperature")
+
+
+def encode_rows(task: TaskData, rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_length: int = 128) -> list[dict]:
+    """Token ids per row, unpadded; token tasks label each word's first sub-token, -100 elsewhere."""
+    if not rows:
+        return []
+    if task.level == "sentence":
+        enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=max_length)
+        return [{**{k: enc[k][i] for k in enc.keys()}, "labels": r["label"]} for i, r in enumerate(rows)]
+    enc = tokenizer([r["text"] for r in rows], is_split_into_words=True, truncation=True, max_length=max_length)
+    out = []
+    for i, r in enumerate(rows):
+        labels, previous = [], None
+        for word in enc.word_ids(i):
+            labels.append(-100 if word is None or word == previous else r["label"][word])
+            previous = word
+        out.append({**{k: enc[k][i] for k in enc.keys()}, "labels": labels})
+    return out
+
+
+def make_collator(task: TaskData, tokenizer: PreTrainedTokenizerBase, padding: str = "longest", max_length: int = 128):
+    """Pads each batch to its longest row (dynamic) or to `max_length` (padding='max_length')."""
+    if padding not in ("longest", "max_length"):
+        raise ValueError(f"padding must be 'longest' (dynamic) or 'max_length', got {padding!r}.")
+    kwargs = {"padding": padding, "max_length": max_length if padding == "max_length" else None}
+    if task.level == "token":
+        return DataCollatorForTokenClassification(tokenizer, **kwargs)
+    return DataCollatorWithPadding(tokenizer, **kwargs)
+
+
+def task_schedule(batches: Mapping[str, int], strategy: str = "proportional", temperature: float = 2.0,
+                  rng: np.random.Generator | None = None) -> list[str]:
+    """The task of each step of one epoch (sum of the tasks' batch counts).
+
+    proportional: every task's batches exactly once, shuffled; round_robin: tasks in turn;
+    temperature: tasks drawn with probability proportional to size ** (1 / temperature).
+    """
+    rng = rng or np.random.default_rng(0)
+    names = list(batches)
+    total = sum(batches.values())
+    if strategy == "proportional":
+        order = [t for t in names for _ in range(batches[t])]
+        return [order[i] for i in rng.permutation(len(order))]
+    if strategy == "round_robin":
+        return [names[i % len(names)] for i in range(total)]
+    if strategy == "temperature":
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}.")
+        weights = np.array([batches[t] for t in names], dtype=float) ** (1.0 / temperature)
+        return list(rng.choice(names, size=total, p=weights / weights.sum()))
+    raise ValueError(f"Unknown sampling strategy {strategy!r}; use one of {', '.join(SAMPLING)}.")
+
+
+def make_loader(rows: Sequence[dict], collate, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
+                lengths: Sequence[int] | None = None) -> DataLoader:
+    """A loader with its own generator (a DataLoader without one draws from the global RNG and shifts
+    dropout); `lengths` turns on length-grouped batches (similar lengths, little padding)."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    sampler = None
+    if shuffle and lengths is not None:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = LengthGroupedSampler(batch_size, lengths=list(lengths), generator=generator)
+    return DataLoader(list(rows), batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      generator=generator, collate_fn=collate)
+
+
+class TokenizedTasks:
+    """Tokenized rows of each task and split (computed on first use) and their collators.
+
+    A fixed slice of each task's training rows, as large as its validation split, is available as
+    the split "train_eval": scoring it against validation gives the train/validation gap.
+    """
+
+    def __init__(self, tasks: Mapping[str, TaskData], tokenizer: PreTrainedTokenizerBase, max_length: int = 128,
+                 padding: str = "longest"):
+        self.tasks, self.tokenizer, self.max_length, self.padding = dict(tasks), tokenizer, max_length, padding
+        self._rows: dict[tuple[str, str], list[dict]] = {}
+
+    def train_eval_ids(self, task: str) -> list[int]:
+        splits = self.tasks[task].splits
+        n = min(len(splits["train"]), len(splits["validation"]))
+        return sorted(np.random.default_rng(0).permutation(len(splits["train"]))[:n].tolist())
+
+    def source_rows(self, task: str, split: str) -> list[dict]:
+        splits = self.tasks[task].splits
+        if split == "train_eval":
+            return [splits["train"][i] for i in self.train_eval_ids(task)]
+        if split not in splits:
+            raise KeyError(f"Task {task!r} has no split {split!r}; it has {sorted(splits)} and 'train_eval'.")
+        return splits[split]
+
+    def rows(self, task: str, split: str) -> list[dict]:
+        key = (task, split)
+        if key not in self._rows:
+            self._rows[key] = encode_rows(self.tasks[task], self.source_rows(task, split), self.tokenizer, self.max_length)
+        return self._rows[key]
+
+    def collator(self, task: str):
+        return make_collator(self.tasks[task], self.tokenizer, self.padding, self.max_length)
+
+    @staticmethod
+    def lengths(rows: Sequence[dict]) -> list[int]:
+        return [len(r["input_ids"]) for r in rows]
+
+
+def multitask_stream(loaders: Mapping[str, DataLoader], sampling: str = "proportional", temperature: float = 2.0,
+                     rng: np.random.Generator | None = None) -> Iterator[tuple[str, dict]]:
+    """An endless stream of (task, batch): one epoch's task order at a time, each task's loader
+    restarting when its data runs out before the epoch's schedule does."""
+    rng = rng or np.random.default_rng(0)
+    per_epoch = {t: len(loader) for t, loader in loaders.items()}
+    iterators = {t: iter(loader) for t, loader in loaders.items()}
+    schedule: list[str] = []
+    while True:
+        if not schedule:
+            schedule = task_schedule(per_epoch, sampling, temperature, rng)[::-1]
+        task = schedule.pop()
+        try:
+            batch = next(iterators[task])
+        except StopIteration:
+            iterators[task] = iter(loaders[task])
+            batch = next(iterators[task])
+        yield task, batch
+
+
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+__all__ = ["TokenizedTasks", "default_collate", "encode_rows", "make_collator", "make_loader", "multitask_stream",
+           "task_schedule", "to_device"]

@@ -1,0 +1,101 @@
+"""Scoring a model on a task: metrics, and the per-example outcomes that the noise rule resamples.
+
+Sentence tasks keep one 0/1 per example (correct or not); token tasks keep, per sentence, the counts
+of true-positive, false-positive and false-negative entities, from which entity F1 (the CoNLL score,
+as seqeval computes it) follows for any resample of the sentences.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from seqeval.metrics.sequence_labeling import get_entities
+from sklearn.metrics import f1_score
+
+from .batches import to_device
+from .data import TaskData
+
+PRIMARY_METRIC = {"sentence": "accuracy", "token": "entity_f1"}
+
+
+@dataclass
+class TaskEvaluation:
+    """One task on one split: metrics, per-example outcomes, and how long scoring took."""
+
+    task: str
+    split: str
+    level: str
+    metrics: dict[str, float]
+    outcomes: np.ndarray  # (n,) of 0/1 for sentence tasks; (n, 3) of tp, fp, fn for token tasks
+    seconds: float
+
+    @property
+    def examples(self) -> int:
+        return len(self.outcomes)
+
+
+def metric_from_outcomes(level: str, outcomes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | float:
+    """The primary metric (accuracy or entity F1) from outcomes, optionally under example weights of
+    shape (..., n): a bootstrap passes many rows of resampling weights at once."""
+    outcomes = np.asarray(outcomes, dtype=float)
+    if weights is None:
+        weights = np.ones(len(outcomes))
+    if level == "sentence":
+        return (weights @ outcomes) / weights.sum(axis=-1)
+    tp, fp, fn = (weights @ outcomes[:, i] for i in range(3))
+    denominator = 2 * tp + fp + fn
+    return np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1), 0.0)
+
+
+def entity_counts(gold: list[str], pred: list[str]) -> tuple[int, int, int]:
+    """True-positive, false-positive and false-negative entities of one tagged sentence."""
+    gold_set, pred_set = set(get_entities(gold)), set(get_entities(pred))
+    return len(gold_set & pred_set), len(pred_set - gold_set), len(gold_set - pred_set)
+
+
+@torch.no_grad()
+def evaluate_task(model, task: TaskData, split: str, loader, device: torch.device, autocast=None) -> TaskEvaluation:
+    """Metrics and outcomes of `model` on one task's loader (eval mode; the mode is restored after)."""
+    was_training = model.training
+    model.eval()
+    started = time.perf_counter()
+    preds, golds, loss_sum, count = [], [], 0.0, 0
+    try:
+        for batch in loader:
+            batch = to_device(batch, device)
+            with (autocast() if autocast is not None else contextlib.nullcontext()):
+                logits = model(task.name, batch).float()
+            labels = batch["labels"]
+            loss_sum += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum").item()
+            count += int((labels != -100).sum())
+            predicted, labels = logits.argmax(-1).cpu(), labels.cpu()
+            if task.level == "sentence":
+                preds += predicted.tolist()
+                golds += labels.tolist()
+            else:
+                for p, g in zip(predicted, labels):
+                    keep = g != -100
+                    preds.append(p[keep].tolist())
+                    golds.append(g[keep].tolist())
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - started
+    loss = loss_sum / max(count, 1)
+    if task.level == "sentence":
+        outcomes = (np.array(preds) == np.array(golds)).astype(np.int8)
+        metrics = {"accuracy": float(outcomes.mean()) if len(outcomes) else float("nan"),
+                   "macro_f1": float(f1_score(golds, preds, average="macro", labels=range(len(task.label_names)), zero_division=0)),
+                   "loss": loss}
+    else:
+        names = task.label_names
+        outcomes = np.array([entity_counts([names[i] for i in g], [names[i] for i in p]) for p, g in zip(preds, golds)],
+                            dtype=np.int32).reshape(-1, 3)
+        tokens = sum(len(g) for g in golds)
+        metrics = {"entity_f1": float(metric_from_outcomes("token", outcomes)),
+                   "token_accuracy": sum(int(a == b) for p, g in zip(preds, golds) for a, b in zip(p, g)) / max(tokens, 1),
+                   "loss": loss}
+    return TaskEvaluation(task.name, split, task.level, metrics, outcomes, seconds)
