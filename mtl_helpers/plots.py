@@ -1,13 +1,107 @@
-"""The book's figures: learning curves, learning rate per group, trainable parameters, heatmaps."""
+"""The book's figures. Every figure of a seeded comparison shows each seed as a point and the mean
+with an error bar (one standard deviation over seeds), or a band of the same width on a curve."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import PercentFormatter
 
 from .callbacks import History
+from .results import RunRecord
+from .stats import Comparison
+
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def _percent(ax, axis: str = "y") -> None:
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(1.0, decimals=0))
+
+
+def plot_arms(arms: Mapping[str, Sequence[RunRecord]], tasks: Sequence[str] | None = None, split: str = "validation",
+              title: str = "", ax=None, ylabel: str | None = None):
+    """Per arm and task: every seed as a dot, the mean as a bar end with a ±1 sd error bar."""
+    names = list(arms)
+    tasks = list(tasks) if tasks is not None else list(next(iter(arms.values()))[0].tasks)
+    ax = ax or plt.subplots(figsize=(max(6.5, 1.1 * len(names) * len(tasks) + 1.5), 3.8))[1]
+    width = 0.8 / len(tasks)
+    x = np.arange(len(names))
+    for j, task in enumerate(tasks):
+        offset = x - 0.4 + width * (j + 0.5)
+        values = [np.array([r.metric(task, split) for r in arms[n]]) for n in names]
+        means = [v.mean() for v in values]
+        sds = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
+        ax.bar(offset, means, width * 0.9, color=COLORS[j % len(COLORS)], alpha=0.35, label=task)
+        ax.errorbar(offset, means, yerr=sds, fmt="none", ecolor="black", capsize=3, lw=1)
+        for xi, v in zip(offset, values):
+            ax.scatter(np.full(len(v), xi), v, s=12, color=COLORS[j % len(COLORS)], zorder=3)
+    ax.set_xticks(x, names, rotation=15 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
+    metric = next(iter(arms.values()))[0].tasks[tasks[0]]["metric"].replace("_", " ")
+    ax.set(title=title, ylabel=ylabel or f"{split} {metric}")
+    lows = [r.metric(t, split) for rs in arms.values() for r in rs for t in tasks]
+    ax.set_ylim(max(0.0, min(lows) - 0.08), min(1.0, max(lows) + 0.05))
+    _percent(ax)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=9, loc="lower right")
+    return ax
+
+
+def plot_effects(comparisons: Sequence[Comparison], title: str = "Differences with their 95% intervals", ax=None,
+                 xlabel: str = "difference in points"):
+    """A forest plot: each comparison's effect (A - B, in points) with its interval, and zero."""
+    ax = ax or plt.subplots(figsize=(7.5, 0.55 * len(comparisons) + 1.4))[1]
+    y = np.arange(len(comparisons))[::-1]
+    for yi, c in zip(y, comparisons):
+        color = "tab:green" if c.verdict == "higher" else "tab:red" if c.verdict == "lower" else "tab:gray"
+        ax.plot([100 * c.low, 100 * c.high], [yi, yi], color=color, lw=2.5)
+        ax.scatter([100 * c.effect], [yi], color=color, zorder=3, s=30)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, [f"{c.a} vs {c.b}" for c in comparisons])
+    ax.set(title=title, xlabel=xlabel)
+    ax.grid(alpha=0.3, axis="x")
+    return ax
+
+
+def plot_sweep(table: pd.DataFrame, title: str = "Learning-rate sweep (validation)", ax=None, xlabel: str = "learning rate"):
+    """Validation metric per swept value (log x), one line per task and their mean; the chosen value ringed."""
+    ax = ax or plt.subplots(figsize=(6.5, 3.6))[1]
+    values = [float(v) for v in table.index]
+    tasks = [c for c in table.columns if c not in ("mean", "seeds", "chosen")]
+    for i, task in enumerate(tasks):
+        ax.plot(values, table[task], marker="o", color=COLORS[i % len(COLORS)], label=task)
+    ax.plot(values, table["mean"], marker="s", color="black", lw=1.5, label="mean")
+    best = float(table.index[table["chosen"]][0])
+    ax.scatter([best], [table.loc[table["chosen"], "mean"].iloc[0]], s=160, facecolors="none", edgecolors="tab:red",
+               linewidths=2, zorder=4, label="chosen")
+    ax.set_xscale("log")
+    ax.set(title=title, xlabel=xlabel, ylabel="validation score")
+    _percent(ax)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9)
+    return ax
+
+
+def plot_curves(curves: Mapping[str, pd.DataFrame], x: str, y: str, title: str = "", ax=None, xlabel: str | None = None,
+                ylabel: str | None = None, logx: bool = False, percent: bool = True):
+    """One line per arm: the mean over seeds of `y` against `x`, with a ±1 sd band; `curves` maps an
+    arm to a frame with columns x, y and seed."""
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    for i, (name, frame) in enumerate(curves.items()):
+        stats = frame.groupby(x)[y].agg(["mean", "std", "count"]).reset_index()
+        sd = stats["std"].fillna(0.0)
+        color = COLORS[i % len(COLORS)]
+        ax.plot(stats[x], stats["mean"], marker="o", ms=4, color=color, label=name)
+        ax.fill_between(stats[x], stats["mean"] - sd, stats["mean"] + sd, color=color, alpha=0.15)
+    if logx:
+        ax.set_xscale("log")
+    ax.set(title=title, xlabel=xlabel or x, ylabel=ylabel or y)
+    if percent:
+        _percent(ax)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9)
+    return ax
 
 
 def plot_learning_curves(history: History, metric: str = "accuracy", title: str = "Learning curves", ax=None):
@@ -18,20 +112,9 @@ def plot_learning_curves(history: History, metric: str = "accuracy", title: str 
         if metric in part and part[metric].notna().any():
             ax.plot(part["epoch"], part[metric], marker="o", linestyle="--" if split == "train" else "-", label=f"{task} ({split})")
     ax.set(title=title, xlabel="epoch", ylabel=metric.replace("_", " "))
+    _percent(ax)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return ax
-
-
-def plot_losses(history: History, window: int = 20, title: str = "Training loss", ax=None):
-    """Per-task training loss per step, smoothed by a moving average of `window` steps."""
-    steps = history.step_frame()
-    ax = ax or plt.subplots(figsize=(6.5, 3.5))[1]
-    for task, part in steps.groupby("task"):
-        ax.plot(part["step"], part["loss"].rolling(window, min_periods=1).mean(), label=task)
-    ax.set(title=title, xlabel="optimizer step", ylabel="cross-entropy loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 
@@ -44,9 +127,9 @@ def plot_lr_groups(history: History, title: str = "Learning rate per layer group
     for color, column in zip(colors, lrs.columns):
         ax.plot(lrs.index, lrs[column], color=color, label=column)
     ax.set_yscale("log")
-    ax.set(title=title, xlabel="optimizer step", ylabel="learning rate")
+    ax.set(title=title, xlabel="optimizer step", ylabel="learning rate (log scale)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=8, ncol=2, loc="lower left")
     return ax
 
 
@@ -59,7 +142,7 @@ def plot_trainable(summary: pd.DataFrame, title: str = "Parameters per layer gro
     ax.barh(y, frozen / 1e6, left=summary["trainable"] / 1e6, color="tab:blue", alpha=0.6, label="frozen")
     ax.set_yticks(y, summary.index)
     ax.set(title=title, xlabel="parameters (millions)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 
@@ -67,28 +150,30 @@ def plot_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str = "Cosine
     """An annotated square heatmap (e.g. sentence similarities)."""
     ax = ax or plt.subplots(figsize=(6, 5))[1]
     image = ax.imshow(matrix, cmap="viridis", vmin=min(0.0, float(np.min(matrix))), vmax=1.0)
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=9)
+    ax.set_yticks(range(len(labels)), labels, fontsize=9)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=7, color="white" if matrix[i, j] < 0.6 else "black")
+            ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=8, color="white" if matrix[i, j] < 0.6 else "black")
     ax.set_title(title)
     plt.colorbar(image, ax=ax, fraction=0.046)
     return ax
 
 
-def plot_bars(frame: pd.DataFrame, columns: Sequence[str], title: str, ylabel: str, ax=None, log: bool = False):
+def plot_bars(frame: pd.DataFrame, columns: Sequence[str], title: str, ylabel: str, ax=None, log: bool = False, percent: bool = False):
     """Grouped bars: one group per row of `frame`, one bar per column."""
     ax = ax or plt.subplots(figsize=(7, 3.8))[1]
     x = np.arange(len(frame))
     width = 0.8 / len(columns)
     for i, column in enumerate(columns):
         ax.bar(x + i * width - 0.4 + width / 2, frame[column], width, label=column)
-    ax.set_xticks(x, frame.index, rotation=20, ha="right")
+    ax.set_xticks(x, frame.index, rotation=15, ha="right")
     ax.set(title=title, ylabel=ylabel)
     if log:
         ax.set_yscale("log")
+    if percent:
+        _percent(ax)
     ax.grid(alpha=0.3, axis="y")
     if len(columns) > 1:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     return ax

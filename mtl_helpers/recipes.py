@@ -1,0 +1,154 @@
+"""Named ways to train the multi-task model (recipes), so that every chapter that needs, say, full
+fine-tuning at a given rate runs exactly the same thing and can reuse the other chapters' runs.
+
+A `Recipe` holds everything a run depends on except the seed and the data; `run_recipe` trains it
+once per seed (reusing stored runs with the same spec) and returns the records.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from transformers import AutoModel
+
+from .callbacks import GradualUnfreezing, ulmfit_stages
+from .data import TaskData
+from .encoder import DEFAULT_MODEL_ID, load_encoder, truncate_encoder
+from .errors import MTLError
+from .experiments import run_seeds
+from .groups import train_only
+from .model import MultiTaskModel
+from .profiles import Profile
+from .results import RunRecord, _encode_outcomes
+from .train import Trainer, TrainConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What is trained, at which rates, for how long. `train` names the groups trainable from the
+    start ("all", "heads", "layer.5", ...); `lp_epochs` > 0 trains the heads alone first (LP-FT);
+    `gradual` = number of ULMFiT stages (heads, then the backbone from the top in chunks), which
+    share `epochs` equally, each a new slanted cycle with the top rate scaled by `stage_scales`."""
+
+    train: tuple[str, ...] = ("all",)
+    head_lr: float = 1e-3
+    backbone_lr: float | None = None
+    factor: float = 1.0
+    epochs: float = 2.0
+    batch_size: int = 16
+    schedule: str = "slanted"
+    cache_features: bool = False
+    lp_epochs: float = 0.0
+    gradual: int = 0
+    stage_scales: tuple[float, ...] | None = None
+    eval_every: float | None = None
+    eval_train: bool = False
+    model_name: str | None = None
+    n_layers: int | None = None
+    pretrained: bool = True
+    extra: tuple[tuple[str, object], ...] = field(default_factory=tuple)
+
+    def with_(self, **changes) -> "Recipe":
+        return replace(self, **changes)
+
+    def spec(self, tasks: Sequence[TaskData], ood: Sequence[tuple[str, TaskData]] = ()) -> dict:
+        return {"recipe": asdict(self), "tasks": {t.name: t.sizes() for t in tasks},
+                "ood": [(head, t.name, t.sizes().get("test")) for head, t in ood]}
+
+
+@functools.lru_cache(maxsize=2)
+def _pristine(model_name: str | None):
+    return load_encoder(model_name)
+
+
+def fresh_encoder(recipe: Recipe, seed: int):
+    """A new copy of the pretrained encoder (loaded once per process), or the same architecture with
+    random weights drawn from `seed`, optionally cut to its lower `n_layers` layers."""
+    encoder, tokenizer = _pristine(recipe.model_name)
+    if recipe.pretrained:
+        encoder = copy.deepcopy(encoder)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = AutoModel.from_config(copy.deepcopy(encoder.config))
+        encoder.config.mtl_random_init = True
+    if recipe.n_layers is not None:
+        encoder = truncate_encoder(encoder, recipe.n_layers)
+    return encoder, tokenizer
+
+
+def build_trainer(recipe: Recipe, tasks: Sequence[TaskData], seed: int, profile: Profile, **config) -> Trainer:
+    """The model (fresh backbone, heads from `seed`) and its trainer, with `recipe.train` trainable."""
+    encoder, tokenizer = fresh_encoder(recipe, seed)
+    model = MultiTaskModel.for_tasks(encoder, tasks, seed=seed)
+    first = ("heads",) if (recipe.lp_epochs or recipe.gradual) else recipe.train
+    train_only(model, *first)
+    settings = dict(epochs=recipe.epochs, batch_size=recipe.batch_size, eval_batch_size=profile.eval_batch_size,
+                    lr=recipe.head_lr, backbone_lr=recipe.backbone_lr, factor=recipe.factor, schedule=recipe.schedule,
+                    cache_features=recipe.cache_features, eval_every=recipe.eval_every, eval_train=recipe.eval_train,
+                    seed=seed, progress=False)
+    settings.update(config)
+    callbacks = []
+    if recipe.gradual:
+        stages = ulmfit_stages(model, recipe.gradual, recipe.epochs / recipe.gradual, recipe.stage_scales)
+        callbacks.append(GradualUnfreezing(stages))
+    return Trainer(model, tokenizer, tasks, TrainConfig(**settings), callbacks=callbacks)
+
+
+def train_recipe(recipe: Recipe, tasks: Sequence[TaskData], seed: int, profile: Profile, **config) -> Trainer:
+    """Build and train: heads first when `lp_epochs` (then everything in `train`), else one fit."""
+    trainer = build_trainer(recipe, tasks, seed, profile, **config)
+    if recipe.lp_epochs:
+        if not 0 < recipe.lp_epochs < recipe.epochs:
+            raise MTLError(f"lp_epochs must lie between 0 and epochs ({recipe.epochs}), got {recipe.lp_epochs}.")
+        trainer.fit(recipe.lp_epochs, stage="heads")
+        trainer.unfreeze(*recipe.train)
+        trainer.fit(recipe.epochs - recipe.lp_epochs, stage="+" + ",".join(recipe.train))
+    else:
+        trainer.fit(recipe.epochs)
+    return trainer
+
+
+def evaluate_transfer(trainer: Trainer, head: str, data: TaskData, split: str = "test"):
+    """Score the head of task `head` on another data set with the same labels (e.g. SST-2's head on
+    Rotten Tomatoes): out-of-distribution evaluation without training on it."""
+    if data.label_names != trainer.tasks[head].label_names:
+        raise MTLError(f"{data.name}'s labels {data.label_names} differ from {head}'s {trainer.tasks[head].label_names}.")
+    probe = Trainer(trainer.model, trainer.tokenizer, [replace_name(data, head)],
+                    TrainConfig(eval_batch_size=trainer.config.eval_batch_size, eval_every=None, progress=False,
+                                device=trainer.config.device))
+    return probe.evaluate_outcomes(split)[head]
+
+
+def replace_name(task: TaskData, name: str) -> TaskData:
+    clone = copy.copy(task)
+    clone.name = name
+    return clone
+
+
+def run_recipe(scenario: str, recipe: Recipe, tasks: Sequence[TaskData], seeds: Sequence[int], profile: Profile,
+               splits: Sequence[str] = ("validation",), ood: Sequence[tuple[str, TaskData]] = (), **extra) -> list[RunRecord]:
+    """`recipe` trained once per seed (stored runs with the same spec are reused); each record holds
+    `splits`, and for every (head, data) in `ood` the head's score on that data's test split under the
+    split name "ood:<data name>"."""
+
+    def train(seed: int) -> RunRecord:
+        trainer = train_recipe(recipe, tasks, seed, profile)
+        record = trainer.result(scenario, profile.name, splits, **dict(recipe.extra))
+        for head, data in ood:
+            result = evaluate_transfer(trainer, head, data)
+            record.metrics.setdefault(f"ood:{data.name}", {})[head] = result.metrics
+            record.outcomes.setdefault(f"ood:{data.name}", {})[head] = _encode_outcomes(result.outcomes)
+        if recipe.eval_every is not None:
+            record.extra["evals"] = trainer.history.evals
+        if not recipe.pretrained:
+            record.model = f"{record.model} (random init)"
+        return record
+
+    return run_seeds(scenario, train, seeds, profile, recipe.spec(tasks, ood), splits=splits, **extra)
+
+
+__all__ = ["DEFAULT_MODEL_ID", "Recipe", "build_trainer", "evaluate_transfer", "fresh_encoder", "run_recipe", "train_recipe"]
