@@ -45,6 +45,7 @@ class TaskSpec:
     files: dict[str, str | None]  # our split -> source split; None: held out from train
     holdout: int = 0  # rows held out from train when a split has no source
     holdout_min_words: int = MIN_SHARED_WORDS  # only texts this long may be held out
+    holdout_unit: str = "training rows"  # what a held-out row is, for the split report
     label_descriptions: tuple[str, ...] = ()  # for zero-shot classification by similarity
     description: str = ""
 
@@ -61,7 +62,7 @@ TASKS: dict[str, TaskSpec] = {
         hub_files={"train": "sst2/train-00000-of-00001.parquet", "validation": "sst2/validation-00000-of-00001.parquet"},
         files={"train": "train", "validation": None, "test": "validation"},
         # SST-2 train is phrases cut from parse trees: hold out whole sentences, like its test split
-        holdout=872, holdout_min_words=10,
+        holdout=872, holdout_min_words=10, holdout_unit="whole sentences",
         label_descriptions=_MOVIE_REVIEW,
         description="GLUE SST-2 movie-review sentiment (GLUE's labelled validation set serves as test)",
     ),
@@ -80,7 +81,7 @@ TASKS: dict[str, TaskSpec] = {
         hub_id="CogComp/trec", hub_revision="65752bf53af25bc935a0dce92fb5b6c930728450",
         hub_files={s: f"default/{s}/0000.parquet" for s in ("train", "test")},
         files={"train": "train", "validation": None, "test": "test"},
-        holdout=500,
+        holdout=500, holdout_unit="questions",
         label_descriptions=(
             "a question asking what an abbreviation stands for",
             "a question about a thing, such as an animal, a colour, a food, a product or a sport",
@@ -377,11 +378,11 @@ def _split_report(spec: TaskSpec, n_source: int, splits: dict[str, list[dict]], 
 def _describe(spec: TaskSpec, report: dict, candidates: int) -> str:
     dropped = {s: report[s]["dropped_from_train"] for s in ("validation", "test")}
     if spec.files["validation"] is None:
-        kind = "whole sentences" if spec.holdout_min_words > MIN_SHARED_WORDS else "training rows"
         how = (
-            f"Validation: {report['validation']['rows']} {kind} held out from the {spec.files['train']} file, "
-            f"drawn with SPLIT_SEED={SPLIT_SEED} from the {candidates} rows of {spec.holdout_min_words}+ words that "
-            f"no other training row contains and that share no text with test. Test: the {spec.files['test']} file."
+            f"Validation: {report['validation']['rows']} {spec.holdout_unit} held out from the source's "
+            f"{spec.files['train']} split, drawn with SPLIT_SEED={SPLIT_SEED} from its {candidates} rows of "
+            f"{spec.holdout_min_words}+ words that no other training row contains and that share no text with test. "
+            f"Test: the source's {spec.files['test']} split."
         )
     else:
         how = "Validation and test: the official splits, unchanged."
@@ -625,27 +626,33 @@ def _full_splits(spec: TaskSpec, data_dir: str | os.PathLike | None) -> _Prepare
         files = [folder / "features.json", *_source_files(folder, spec).values()]
         key = (repr(spec), _stamp(p for p in files if p.exists()))
         return _cached(key, lambda: _prepare(spec, _load_local(folder, spec), "local JSON Lines"))
-    mirror = os.environ.get(HUB_MIRROR_ENV)
     urls = hub_urls(spec)
-    local = [Path(u) for u in urls.values()] if mirror else []
-    key = (repr(spec), tuple(urls.values()), _stamp(p for p in local if p.exists()))
-    if key in _CACHE:
-        return _cached(key, lambda: _CACHE[key])
+    mirror = os.environ.get(HUB_MIRROR_ENV)
+    key = (repr(spec), tuple(urls.values()), _stamp(Path(u) for u in urls.values() if mirror and Path(u).exists()))
+    where = f"{'the hub mirror' if mirror else 'the Hugging Face hub'} ({spec.hub_id}@{spec.hub_revision[:7]})"
+    return _cached(key, lambda: _prepare(spec, _load_hub(spec, _fetch_hub(spec, folder, how)), where))
+
+
+def _fetch_hub(spec: TaskSpec, folder: Path | None, how: str):
+    """The pinned parquet files, or an error that says where the loader looked and how to fix it."""
     try:
-        dataset = hub_dataset(spec)
+        return hub_dataset(spec)
     except DataError:
         raise
     except Exception as err:
-        looked = f"{folder} (found through {how})" if folder is not None else f"no local folder ({how if mirror else 'none given by data_dir, MTL_DATA_DIR, or a shared/data beside the repository'})"
-        hub = f"the hub mirror {mirror} ({HUB_MIRROR_ENV})" if mirror else "the Hugging Face hub"
-        raise DataError(
-            f"Could not load task {spec.name!r}. Looked in {looked}, then {hub} ({spec.hub_id}): "
-            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. Set MTL_DATA_DIR to a folder "
-            f"holding {spec.name}/<split>.jsonl and {spec.name}/features.json (python scripts/fetch_data.py DIR "
-            f"writes one wherever the hub is reachable), or go online."
-        ) from err
-    where = f"the hub mirror ({spec.hub_id}@{spec.hub_revision[:7]})" if mirror else f"the Hugging Face hub ({spec.hub_id}@{spec.hub_revision[:7]})"
-    return _cached(key, lambda: _prepare(spec, _load_hub(spec, dataset), where))
+        mirror = os.environ.get(HUB_MIRROR_ENV)
+        looked = f"{folder} (found through {how})" if folder is not None else (
+            f"no local folder ({how})" if mirror else
+            "no local folder (none given by data_dir, MTL_DATA_DIR, or a shared/data beside the repository)")
+        problem = f"{type(err).__name__}: {str(err).splitlines()[0].rstrip('.') if str(err) else ''}"
+        if mirror:
+            fix = f"Put the files at {', '.join(hub_urls(spec).values())}, or unset {HUB_MIRROR_ENV}."
+            hub = f"the hub mirror in {HUB_MIRROR_ENV} ({spec.hub_id})"
+        else:
+            fix = (f"Set MTL_DATA_DIR to a folder holding {spec.name}/<split>.jsonl and {spec.name}/features.json "
+                   f"(python scripts/fetch_data.py DIR writes one wherever the hub is reachable), or go online.")
+            hub = f"the Hugging Face hub ({spec.hub_id})"
+        raise DataError(f"Could not load task {spec.name!r}. Looked in {looked}, then {hub}: {problem}. {fix}") from err
 
 
 def _check_count(value: object, what: str) -> None:
