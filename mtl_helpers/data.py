@@ -393,6 +393,23 @@ def _describe(spec: TaskSpec, report: dict, candidates: int) -> str:
     )
 
 
+def split_table(names: Iterable[str] | None = None, data_dir: str | os.PathLike | None = None) -> list[dict]:
+    """One row per task and held-out split: its size and origin, and the training rows that shared
+    text with it before pruning and after (always 0). `pandas.DataFrame(split_table())` shows it."""
+    table = []
+    for name in names or TASKS:
+        report = load_task(name, data_dir=data_dir).split_report
+        for split in ("validation", "test"):
+            before, after = report[split]["overlap_before"], report[split]["overlap_after"]
+            table.append({
+                "task": name, "split": split, "rows": report[split]["rows"], "from": report[split]["from"],
+                "heldout_in_train": before["heldout_in_train"], "train_in_heldout": before["train_in_heldout"],
+                "train_rows_dropped": before["train_rows"], "train_rows_after": after["train_rows"],
+                "train_rows_kept": report["train_rows"], "train_source_rows": report["train_source_rows"],
+            })
+    return table
+
+
 # ---------------------------------------------------------------- locating and reading the data
 
 

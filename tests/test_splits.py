@@ -10,7 +10,7 @@ import pytest
 
 from conftest import data_dir
 from mtl_helpers import TASKS, load_task
-from mtl_helpers.data import _CACHE, normalize_text, split_overlap
+from mtl_helpers.data import _CACHE, normalize_text, split_overlap, split_table
 
 CLEAN = {"heldout_in_train": 0, "train_in_heldout": 0, "train_rows": 0}
 
@@ -125,3 +125,10 @@ def test_subsets_are_taken_after_pruning_and_loads_are_cached():
     assert len(small.splits["train"]) == 300 and all(r["text"] in train for r in small.splits["train"])
     small.splits["train"][0]["text"] = "edited"  # a caller's edit does not reach later loads
     assert load_task("sst2", max_train=300).splits["train"][0]["text"] != "edited"
+
+
+def test_split_table_shows_before_and_after_per_task():
+    data_dir()
+    table = split_table(["trec", "rotten_tomatoes"])
+    assert [(r["task"], r["split"]) for r in table] == [("trec", "validation"), ("trec", "test"), ("rotten_tomatoes", "validation"), ("rotten_tomatoes", "test")]
+    assert table[1]["heldout_in_train"] == 11 and all(r["train_rows_after"] == 0 for r in table)
