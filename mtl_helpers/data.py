@@ -362,7 +362,7 @@ def _split_report(spec: TaskSpec, n_source: int, splits: dict[str, list[dict]], 
         "held_out_from_train": n_held_out,
         "dropped_from_train": n_source - n_held_out - len(splits["train"]),
     }
-    for split in before:
+    for split in ("validation", "test"):
         source = spec.files[split]
         report[split] = {
             "rows": len(splits[split]),
