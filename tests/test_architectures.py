@@ -8,7 +8,6 @@ import torch
 from torch import nn
 from transformers import (
     BertConfig,
-    BertModel,
     DebertaV2Config,
     DebertaV2Model,
     DistilBertConfig,

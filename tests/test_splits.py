@@ -1,0 +1,134 @@
+"""Held-out splits share no text with train: the rule itself, and every task's real splits."""
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+
+import pytest
+
+from conftest import data_dir
+from mtl_helpers import TASKS, load_task
+from mtl_helpers.data import _CACHE, normalize_text, split_overlap, split_table
+
+CLEAN = {"heldout_in_train": 0, "train_in_heldout": 0, "train_rows": 0}
+
+
+def texts(task, split):
+    return [r["text"] for r in task.splits[split]]
+
+
+def fingerprint(rows) -> str:
+    return hashlib.sha256("\n".join(normalize_text(r["text"]) for r in rows).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- the rule, on made-up texts
+
+
+def test_containment_matches_whole_words_only():
+    assert split_overlap(["it 's badder than bad ."], ["bad ."])["heldout_in_train"] == 1
+    assert split_overlap(["it 's badder than you think"], ["bad"])["heldout_in_train"] == 0
+    assert split_overlap(["a bad movie"], ["bad movie"]) == {"heldout_in_train": 1, "train_in_heldout": 0, "train_rows": 1}
+
+
+def test_equal_texts_count_after_normalising_case_and_spaces():
+    assert split_overlap(["The  Film is GOOD "], ["the film is good"]) == {"heldout_in_train": 1, "train_in_heldout": 1, "train_rows": 1}
+
+
+def test_short_training_texts_may_occur_inside_held_out_text():
+    held = ["the film is a triumph of style over substance ."]
+    assert split_overlap(["the film", "triumph"], held) == CLEAN  # one or two words: too common to leak
+    assert split_overlap(["a triumph of"], held) == {"heldout_in_train": 0, "train_in_heldout": 1, "train_rows": 1}
+    assert split_overlap(["a triumph of"], held, min_words=4) == CLEAN
+
+
+def test_exact_mode_counts_duplicate_sentences_only():
+    train = [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"], ["the", "EU", "rejects", "German", "call", "today"]]
+    held = [["eu", "rejects", "german", "call"], ["Peter", "Blackburn"]]
+    assert split_overlap(train, held, exact=True) == {"heldout_in_train": 1, "train_in_heldout": 1, "train_rows": 1}
+
+
+# ---------------------------------------------------------------- the real splits
+
+
+def test_sst2_holds_out_whole_sentences_that_share_no_text_with_train():
+    data_dir()
+    sst2 = load_task("sst2")
+    assert split_overlap(texts(sst2, "train"), texts(sst2, "validation") + texts(sst2, "test")) == CLEAN
+    lengths = {s: statistics.median(len(t.split()) for t in texts(sst2, s)) for s in ("train", "validation", "test")}
+    assert min(len(t.split()) for t in texts(sst2, "validation")) >= 10
+    assert lengths["validation"] >= 15 and lengths["train"] < 10  # sentences like test's, not phrases like train's
+    assert sst2.label_counts("test") == {"negative": 428, "positive": 444}  # the official split, untouched
+
+
+def test_trec_validation_and_test_share_no_text_with_train():
+    data_dir()
+    trec = load_task("trec")
+    for split in ("validation", "test"):
+        assert split_overlap(texts(trec, "train"), texts(trec, split)) == CLEAN, split
+    report = trec.split_report["test"]
+    assert report["overlap_before"]["heldout_in_train"] == 11 and report["dropped_from_train"] == 11
+    original = [normalize_text(json.loads(line)["text"]) for line in open(data_dir() / "trec" / "train.jsonl")]
+    assert all(original.count(normalize_text(t)) == 1 for t in texts(trec, "validation"))  # no duplicates held out
+
+
+def test_rotten_tomatoes_official_splits_are_kept_and_train_pruned():
+    data_dir()
+    rt = load_task("rotten_tomatoes")
+    for split in ("validation", "test"):
+        assert split_overlap(texts(rt, "train"), texts(rt, split)) == CLEAN, split
+        assert texts(rt, split) == [json.loads(line)["text"] for line in open(data_dir() / "rotten_tomatoes" / f"{split}.jsonl")]
+    assert rt.split_report["dropped_from_train"] == 8
+
+
+@pytest.mark.parametrize("name", ["conll2003", "wnut_17"])
+def test_token_tasks_hold_no_duplicate_sentences(name):
+    data_dir()
+    task = load_task(name)
+    for split in ("validation", "test"):
+        assert split_overlap(texts(task, "train"), texts(task, split), exact=True) == CLEAN, split
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_report_counts_add_up(name):
+    data_dir()
+    task = load_task(name)
+    report = task.split_report
+    assert report["train_source_rows"] == report["train_rows"] + report["held_out_from_train"] + report["dropped_from_train"]
+    assert task.sizes() == {"train": report["train_rows"], "validation": report["validation"]["rows"], "test": report["test"]["rows"]}
+    per_split = [report[s]["dropped_from_train"] for s in ("validation", "test")]
+    assert max(per_split) <= report["dropped_from_train"] <= sum(per_split)  # a row may clash with both
+    for split in ("validation", "test"):
+        assert report[split]["overlap_after"] == CLEAN
+        assert report[split]["overlap_before"]["train_rows"] == report[split]["dropped_from_train"]
+    assert str(report["dropped_from_train"]) in task.describe()
+
+
+def test_splits_are_fixed_once():
+    data_dir()
+    assert fingerprint(load_task("sst2").splits["validation"]) == "66fc95b4dd3bcba4"
+    trec = load_task("trec")
+    assert fingerprint(trec.splits["validation"]) == "20ca4d5e66e1772d"
+    for key in [k for k in _CACHE if k[0].startswith("TaskSpec(name='trec'")]:
+        del _CACHE[key]  # computed again from the files, not taken from the cache
+    assert load_task("trec").splits == trec.splits
+
+
+def test_subsets_are_taken_after_pruning_and_loads_are_cached():
+    data_dir()
+    full = load_task("sst2")
+    started = time.perf_counter()
+    small = load_task("sst2", max_train=300, max_eval=50)
+    assert time.perf_counter() - started < 1.0  # the split is computed once per process
+    train = {r["text"] for r in full.splits["train"]}
+    assert len(small.splits["train"]) == 300 and all(r["text"] in train for r in small.splits["train"])
+    small.splits["train"][0]["text"] = "edited"  # a caller's edit does not reach later loads
+    assert load_task("sst2", max_train=300).splits["train"][0]["text"] != "edited"
+
+
+def test_split_table_shows_before_and_after_per_task():
+    data_dir()
+    table = split_table(["trec", "rotten_tomatoes"])
+    assert [(r["task"], r["split"]) for r in table] == [("trec", "validation"), ("trec", "test"), ("rotten_tomatoes", "validation"), ("rotten_tomatoes", "test")]
+    assert table[1]["heldout_in_train"] == 11 and all(r["train_rows_after"] == 0 for r in table)
