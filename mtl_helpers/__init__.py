@@ -24,6 +24,7 @@ from .errors import (  # noqa: E402
 )
 from .evaluation import PRIMARY_METRIC, TaskEvaluation, evaluate_task  # noqa: E402
 from .experiments import chosen_value, run_seeds, sweep_table  # noqa: E402
+from .recipes import Recipe, run_recipe, train_recipe  # noqa: E402
 from .features import FeatureCache, embed_rows, embed_texts  # noqa: E402
 from .groups import (  # noqa: E402
     assert_frozen_unchanged,

@@ -61,11 +61,18 @@ def sweep_table(arms: dict[object, Sequence[RunRecord]], split: str = "validatio
     for value, records in arms.items():
         per_task = {t: np.mean([r.metric(t, split) for r in records]) for t in records[0].tasks}
         rows.append({"value": value, **per_task, "mean": float(np.mean(list(per_task.values()))), "seeds": len(records)})
-    frame = pd.DataFrame(rows).set_index("value")
-    frame["chosen"] = frame.index == frame["mean"].idxmax()
+    frame = pd.DataFrame(rows)
+    if all(isinstance(v, tuple) for v in frame["value"]):  # a grid over two knobs: one index level each
+        frame.index = pd.MultiIndex.from_tuples(frame.pop("value"))
+    else:
+        frame = frame.set_index("value")
+    best = frame["mean"].to_numpy().argmax()
+    frame["chosen"] = [i == best for i in range(len(frame))]
     return frame
 
 
 def chosen_value(table: pd.DataFrame):
-    """The swept value with the best mean validation metric."""
-    return table.index[table["chosen"]][0]
+    """The swept value with the best mean validation metric (plain Python numbers)."""
+    value = table.index[table["chosen"]][0]
+    plain = lambda v: v.item() if hasattr(v, "item") else v  # noqa: E731
+    return tuple(plain(v) for v in value) if isinstance(value, tuple) else plain(value)

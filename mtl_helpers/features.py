@@ -54,8 +54,19 @@ def embed_texts(model: MultiTaskModel, tokenizer: PreTrainedTokenizerBase, texts
     return embed_rows(model, rows, DataCollatorWithPadding(tokenizer), device, batch_size)
 
 
+_SHARED: dict[tuple, torch.Tensor] = {}  # features of a frozen backbone, reused by every trainer of this process
+_SHARED_LIMIT = 64
+
+
+def backbone_fingerprint(model: MultiTaskModel) -> tuple:
+    """A checksum of the backbone's weights: two backbones with equal fingerprints embed alike."""
+    with torch.no_grad():
+        return tuple(round(float(p.detach().double().sum()), 6) for p in model.encoder.parameters())
+
+
 class FeatureCache:
-    """Rows of {"features", "labels"} per task and split, embedded once by the frozen backbone."""
+    """Rows of {"features", "labels"} per task and split, embedded once by the frozen backbone and
+    shared across trainers in this process whose backbones have the same weights."""
 
     def __init__(self, model: MultiTaskModel, tokenized: TokenizedTasks, device: torch.device, batch_size: int = 128,
                  autocast=None):
@@ -84,8 +95,14 @@ class FeatureCache:
                 self._rows[key] = [train[i] for i in self.tokenized.train_eval_ids(task)]
             else:
                 tokens = self.tokenized.rows(task, split)
-                collate = make_collator(self.tasks[task], self.tokenized.tokenizer, "longest", self.tokenized.max_length)
-                features = embed_rows(self.model, tokens, collate, self.device, self.batch_size, self.autocast)
+                key = (backbone_fingerprint(self.model), hash(tuple(tuple(r["input_ids"]) for r in tokens)), self.autocast is None)
+                features = _SHARED.get(key)
+                if features is None:
+                    collate = make_collator(self.tasks[task], self.tokenized.tokenizer, "longest", self.tokenized.max_length)
+                    features = embed_rows(self.model, tokens, collate, self.device, self.batch_size, self.autocast)
+                    if len(_SHARED) >= _SHARED_LIMIT:
+                        _SHARED.pop(next(iter(_SHARED)))
+                    _SHARED[key] = features
                 # the token count stays with each row so that length-grouped batches are the same as without the cache
                 self._rows[key] = [{"features": f, "labels": r["labels"], "length": len(r["input_ids"])} for f, r in zip(features, tokens)]
         return self._rows[key]

@@ -64,19 +64,30 @@ def plot_effects(comparisons: Sequence[Comparison], title: str = "Differences wi
     return ax
 
 
-def plot_sweep(table: pd.DataFrame, title: str = "Learning-rate sweep (validation)", ax=None, xlabel: str = "learning rate"):
-    """Validation metric per swept value (log x), one line per task and their mean; the chosen value ringed."""
+def plot_sweep(table: pd.DataFrame, title: str = "Learning-rate sweep (validation)", ax=None, xlabel: str = "learning rate",
+               series: str = "", logx: bool = True):
+    """Mean validation score per swept value (log x), the chosen value ringed. A two-level index (a grid
+    over two knobs) draws one line per value of the second knob, labelled `series`."""
     ax = ax or plt.subplots(figsize=(6.5, 3.6))[1]
-    values = [float(v) for v in table.index]
-    tasks = [c for c in table.columns if c not in ("mean", "seeds", "chosen")]
-    for i, task in enumerate(tasks):
-        ax.plot(values, table[task], marker="o", color=COLORS[i % len(COLORS)], label=task)
-    ax.plot(values, table["mean"], marker="s", color="black", lw=1.5, label="mean")
-    best = float(table.index[table["chosen"]][0])
-    ax.scatter([best], [table.loc[table["chosen"], "mean"].iloc[0]], s=160, facecolors="none", edgecolors="tab:red",
-               linewidths=2, zorder=4, label="chosen")
-    ax.set_xscale("log")
-    ax.set(title=title, xlabel=xlabel, ylabel="validation score")
+    if isinstance(table.index, pd.MultiIndex):
+        for i, (second, part) in enumerate(table.groupby(level=1, sort=True)):
+            xs = [float(v) for v in part.index.get_level_values(0)]
+            ax.plot(xs, part["mean"], marker="o", color=COLORS[i % len(COLORS)], label=f"{series} {second:g}".strip())
+        chosen = table[table["chosen"]]
+        best_x = float(chosen.index.get_level_values(0)[0])
+    else:
+        xs = [float(v) for v in table.index]
+        tasks = [c for c in table.columns if c not in ("mean", "seeds", "chosen")]
+        for i, task in enumerate(tasks):
+            ax.plot(xs, table[task], marker="o", color=COLORS[i % len(COLORS)], alpha=0.6, label=task)
+        ax.plot(xs, table["mean"], marker="s", color="black", lw=1.5, label="mean")
+        chosen = table[table["chosen"]]
+        best_x = float(chosen.index[0])
+    ax.scatter([best_x], [chosen["mean"].iloc[0]], s=160, facecolors="none", edgecolors="tab:red", linewidths=2, zorder=4,
+               label="chosen")
+    if logx:
+        ax.set_xscale("log")
+    ax.set(title=title, xlabel=xlabel, ylabel="validation score (mean of tasks)")
     _percent(ax)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=9)

@@ -3,7 +3,7 @@ hour), gpu (whole training sets, five seeds)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -20,25 +20,41 @@ class Profile:
     sweep_train: int | None  # training rows per task in learning-rate sweeps
     sweep_eval: int | None  # validation rows per task in sweeps
     sweep_seeds: int
+    sizes: dict = field(default_factory=dict)  # chapter-specific sizes, by name
 
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.seeds))
 
-    def size(self, n: int | None) -> int | None:
-        """`n` capped at this profile's training size (None = no cap)."""
-        if n is None:
-            return self.max_train
-        return n if self.max_train is None else min(n, self.max_train)
+    def seeds_or(self, seeds: list[int] | None) -> list[int]:
+        """The notebook's `seeds` parameter, checked, or this profile's seeds when it is None."""
+        if seeds is None:
+            return self.seed_list
+        if not isinstance(seeds, (list, tuple)) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+            raise ValueError(f"seeds must be None or a non-empty list of integers >= 0, got {seeds!r}.")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must not repeat a seed, got {seeds!r}.")
+        return list(seeds)
+
+    def size(self, name: str):
+        if name not in self.sizes:
+            raise KeyError(f"Profile {self.name!r} has no size {name!r}; it has {sorted(self.sizes)}.")
+        return self.sizes[name]
 
 
 PROFILES = {
-    "smoke": Profile("smoke", seeds=1, max_train=48, max_eval=32, epochs=1, batch_size=16, eval_batch_size=64,
-                     sweep_train=32, sweep_eval=24, sweep_seeds=1),
-    "cpu": Profile("cpu", seeds=3, max_train=500, max_eval=300, epochs=2, batch_size=32, eval_batch_size=128,
-                   sweep_train=250, sweep_eval=200, sweep_seeds=1),
+    "smoke": Profile("smoke", seeds=1, max_train=16, max_eval=16, epochs=1, batch_size=8, eval_batch_size=64,
+                     sweep_train=16, sweep_eval=16, sweep_seeds=1,
+                     sizes={"ablation_train": 8, "low_data": (8,), "curve": (8, 16), "phase2_train": 8, "ner_train": 16,
+                            "sweep_points": 2}),
+    "cpu": Profile("cpu", seeds=3, max_train=300, max_eval=250, epochs=2, batch_size=16, eval_batch_size=128,
+                   sweep_train=150, sweep_eval=150, sweep_seeds=1,
+                   sizes={"ablation_train": 100, "low_data": (50, 150), "curve": (50, 150, 300), "phase2_train": 150,
+                          "ner_train": 300, "sweep_points": 3}),
     "gpu": Profile("gpu", seeds=5, max_train=None, max_eval=None, epochs=3, batch_size=32, eval_batch_size=256,
-                   sweep_train=4000, sweep_eval=None, sweep_seeds=2),
+                   sweep_train=4000, sweep_eval=None, sweep_seeds=2,
+                   sizes={"ablation_train": 2000, "low_data": (100, 300, 1000), "curve": (50, 150, 500, 1500, 5000, None),
+                          "phase2_train": None, "ner_train": None, "sweep_points": 4}),
 }
 
 

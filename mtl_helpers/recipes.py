@@ -115,7 +115,8 @@ def train_recipe(recipe: Recipe, tasks: Sequence[TaskData], seed: int, profile: 
 def evaluate_transfer(trainer: Trainer, head: str, data: TaskData, split: str = "test"):
     """Score the head of task `head` on another data set with the same labels (e.g. SST-2's head on
     Rotten Tomatoes): out-of-distribution evaluation without training on it."""
-    if data.label_names != trainer.tasks[head].label_names:
+    same = lambda names: [n[:3].lower() for n in names]  # noqa: E731 - "neg"/"negative" name the same class
+    if same(data.label_names) != same(trainer.tasks[head].label_names):
         raise MTLError(f"{data.name}'s labels {data.label_names} differ from {head}'s {trainer.tasks[head].label_names}.")
     probe = Trainer(trainer.model, trainer.tokenizer, [replace_name(data, head)],
                     TrainConfig(eval_batch_size=trainer.config.eval_batch_size, eval_every=None, progress=False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -71,8 +72,8 @@ class TrainConfig:
 
     def _check(self, name: str) -> str | None:
         value = getattr(self, name)
-        finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
-        count = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+        finite = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+        count = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)  # noqa: E731
         rules = {
             "epochs": (finite(value) and value > 0, "a finite number of epochs > 0 (fractions allowed)"),
             "batch_size": (count(value) and value >= 1, "an integer >= 1"),

@@ -1,0 +1,118 @@
+"""The book's shared arms: loading the two tasks at a profile's sizes, rate sweeps on validation, and
+the standard recipes. Chapters that need the same arm call the same function with the same
+arguments, so a book run trains it once and the other chapters reuse its records."""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from .data import TaskData, load_task
+from .experiments import chosen_value, sweep_table
+from .profiles import Profile
+from .recipes import Recipe, run_recipe
+from .results import RunRecord
+
+REPOSITORY_URL = "https://github.com/freeze-or-fine-tune/freeze-or-fine-tune"  # tests check it against _config.yml
+BACKBONE_RATES = (3e-5, 1e-4, 3e-4)  # full fine-tuning: the top backbone rate
+FULL_FT_HEAD_RATES = (1e-3, 1e-2)  # full fine-tuning: the heads' rate
+PROBE_RATES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # heads on a frozen backbone
+PROBE_EPOCHS = (2, 10, 40)
+
+
+def load_tasks(names: Sequence[str], profile: Profile, max_train: int | None | str = "profile",
+               max_eval: int | None | str = "profile") -> list[TaskData]:
+    """Each named task at the profile's sizes (or the given ones; None = all rows)."""
+    train = profile.max_train if max_train == "profile" else max_train
+    evaluate = profile.max_eval if max_eval == "profile" else max_eval
+    return [load_task(name, max_train=train, max_eval=evaluate) for name in names]
+
+
+def sweep_tasks(names: Sequence[str], profile: Profile) -> list[TaskData]:
+    """The smaller subsets that rate sweeps use (validation only)."""
+    return load_tasks(names, profile, profile.sweep_train, profile.sweep_eval)
+
+
+def grid(values: Sequence, profile: Profile) -> list:
+    """`values` thinned to the profile's number of sweep points, keeping the ends and the middle."""
+    n = min(len(values), profile.size("sweep_points"))
+    if n >= len(values):
+        return list(values)
+    step = (len(values) - 1) / max(1, n - 1)
+    return [values[round(i * step)] for i in range(n)] if n > 1 else [values[len(values) // 2]]
+
+
+def sweep(prefix: str, recipes: Mapping[object, Recipe], tasks: Sequence[TaskData], profile: Profile,
+          log=print) -> tuple[pd.DataFrame, dict[object, list[RunRecord]]]:
+    """Train every recipe on the sweep subsets (the profile's sweep seeds) and tabulate validation."""
+    seeds = list(range(profile.sweep_seeds))
+    arms = {value: run_recipe(f"{prefix}-{_slug(value)}", recipe, tasks, seeds, profile, log=log)
+            for value, recipe in recipes.items()}
+    return sweep_table(arms), arms
+
+
+def _slug(value) -> str:
+    if isinstance(value, tuple):
+        return "-".join(_slug(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def full_ft(profile: Profile, backbone_lr: float, head_lr: float, model_name: str | None = None, **changes) -> Recipe:
+    """Everything trained from the first step, one backbone rate, the slanted triangular schedule."""
+    return Recipe(train=("all",), head_lr=head_lr, backbone_lr=backbone_lr, epochs=profile.epochs,
+                  batch_size=profile.batch_size, model_name=model_name).with_(**changes)
+
+
+def full_ft_sweep(task_names: Sequence[str], profile: Profile, model_name: str | None = None, log=print):
+    """The full fine-tuning sweep: (backbone rate, head rate) on the sweep subsets. Returns the table,
+    the chosen pair and the records."""
+    pairs = list(itertools.product(grid(BACKBONE_RATES, profile), grid(FULL_FT_HEAD_RATES, profile)))
+    recipes = {pair: full_ft(profile, *pair, model_name=model_name) for pair in pairs}
+    table, arms = sweep("sweep-full-ft", recipes, sweep_tasks(task_names, profile), profile, log=log)
+    return table, chosen_value(table), arms
+
+
+def probe(profile: Profile, head_lr: float, epochs: float, model_name: str | None = None) -> Recipe:
+    """Heads only, on cached features of the frozen backbone, at a constant rate."""
+    return Recipe(train=("heads",), head_lr=head_lr, epochs=epochs, batch_size=profile.batch_size, schedule="constant",
+                  cache_features=True, model_name=model_name)
+
+
+def probe_sweep(task_names: Sequence[str], profile: Profile, model_name: str | None = None, log=print):
+    """Heads-only sweep over (rate, epochs) on the full training subsets (cheap with cached features)."""
+    points = list(itertools.product(grid(PROBE_RATES, profile), grid(PROBE_EPOCHS, profile)))
+    recipes = {pair: probe(profile, pair[0], pair[1], model_name) for pair in points}
+    tasks = load_tasks(task_names, profile)
+    table, arms = sweep("sweep-probe", recipes, tasks, profile, log=log)
+    return table, chosen_value(table), arms
+
+
+STANDARD_SPLITS = ("validation", "test", "train_eval")  # what the shared arms record
+
+
+def ood_for(task_names: Sequence[str], profile: Profile) -> list[tuple[str, TaskData]]:
+    """Out-of-distribution test sets the shared arms are also scored on: SST-2's head on Rotten Tomatoes."""
+    if "sst2" in task_names:
+        return [("sst2", load_task("rotten_tomatoes", max_train=1, max_eval=profile.max_eval))]
+    return []
+
+
+def full_ft_arm(task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=print):
+    """The book's full fine-tuning arm: rates from `full_ft_sweep`, then one run per seed on the
+    profile's data. Returns (records, chosen (backbone rate, head rate), sweep table)."""
+    table, chosen, _ = full_ft_sweep(task_names, profile, model_name, log=log)
+    tasks = load_tasks(task_names, profile)
+    records = run_recipe("full-fine-tuning", full_ft(profile, *chosen, model_name=model_name), tasks, seeds, profile,
+                         splits=STANDARD_SPLITS, ood=ood_for(task_names, profile), log=log)
+    return records, chosen, table
+
+
+def probe_arm(task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=print):
+    """The book's heads-only arm (a linear probe on the frozen backbone's cached features): rate and
+    epochs from `probe_sweep`, then one run per seed. Returns (records, chosen (rate, epochs), table)."""
+    table, chosen, _ = probe_sweep(task_names, profile, model_name, log=log)
+    tasks = load_tasks(task_names, profile)
+    records = run_recipe("head-only", probe(profile, *chosen, model_name=model_name), tasks, seeds, profile,
+                         splits=STANDARD_SPLITS, ood=ood_for(task_names, profile), log=log)
+    return records, chosen, table
