@@ -47,7 +47,7 @@ PROFILES = {
                      sweep_train=16, sweep_eval=16, sweep_seeds=1,
                      sizes={"ablation_train": 8, "low_data": (8,), "curve": (8, 16), "phase2_train": 8, "ner_train": 16,
                             "sweep_points": 2}),
-    "cpu": Profile("cpu", seeds=3, max_train=300, max_eval=250, epochs=2, batch_size=16, eval_batch_size=128,
+    "cpu": Profile("cpu", seeds=3, max_train=300, max_eval=200, epochs=2, batch_size=16, eval_batch_size=128,
                    sweep_train=150, sweep_eval=150, sweep_seeds=1,
                    sizes={"ablation_train": 100, "low_data": (50, 150), "curve": (50, 150, 300), "phase2_train": 150,
                           "ner_train": 300, "sweep_points": 3}),
