@@ -195,14 +195,24 @@ class RunRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+INDEX = "index.json"  # every profile folder lists its records, so a copy can be fetched file by file
+
+
 def save_record(record: RunRecord, root: str | os.PathLike | None = None) -> Path:
     """Write a record atomically to <root>/<profile>/<scenario>/<tasks>--<model>--seed<k>.json
-    (root: `results_root()`), replacing an older run with the same key."""
+    (root: `results_root()`), replacing an older run with the same key, and update the folder's index."""
     root = (Path(root) if root is not None else results_root()) / record.profile
     folder = (root / record.scenario).resolve()
     if root.resolve() not in folder.parents:
         raise MTLError(f"Scenario {record.scenario!r} would write outside the results folder {root}.")
-    return write_json_atomic(folder / record.file_name(), record.to_json())
+    path = write_json_atomic(folder / record.file_name(), record.to_json())
+    write_index(root)
+    return path
+
+
+def write_index(folder: Path) -> Path:
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.glob("*/*.json"))
+    return write_json_atomic(folder / INDEX, {"schema": RECORD_SCHEMA, "records": files})
 
 
 def read_record(path: Path) -> RunRecord:
@@ -270,3 +280,52 @@ def glue(name: str, value, display: bool = False) -> None:
     if isinstance(value, np.generic):
         value = value.item()
     myst_glue(name, value, display=display)
+
+
+def _download(url: str) -> bytes:
+    from urllib.request import urlopen
+
+    with urlopen(url, timeout=30) as response:  # noqa: S310 - a fixed https URL of the book's repository
+        return response.read()
+
+
+def stored_records(profile: str, repository_url: str, branch: str = "main", cache: str | os.PathLike | None = None,
+                   fetch=_download) -> tuple[list[RunRecord], str]:
+    """The book's own stored records of `profile`: from the repository checkout when this runs inside
+    one, else fetched from the repository on GitHub (index first, then each record) into `cache`.
+    Returns the records and where they came from; none (and the reason) when neither is reachable."""
+    root = book_root()
+    if root is not None and (root / "results" / profile).is_dir():
+        return load_records(profile, root=root / "results"), f"the book's stored records in results/{profile}"
+    owner_repo = repository_url.rstrip("/").split("github.com/")[-1]
+    raw = f"https://raw.githubusercontent.com/{owner_repo}/{branch}/results/{profile}"
+    cache = Path(cache) if cache is not None else Path.home() / ".cache" / "mtl_helpers" / "results"
+    try:
+        index = json.loads(fetch(f"{raw}/{INDEX}"))
+        for name in index["records"]:
+            target = cache / profile / name
+            if not target.exists():
+                atomic_write_bytes(target, fetch(f"{raw}/{name}"))
+    except (OSError, ValueError, KeyError) as err:
+        return [], f"no stored records: {raw} could not be read ({type(err).__name__})"
+    return load_records(profile, root=cache), f"the book's stored records, fetched from {raw}"
+
+
+def collect_records(profile: str, repository_url: str, **filters) -> tuple[list[RunRecord], list[str]]:
+    """The reader's own records of `profile` combined with the book's stored ones (own runs replace
+    stored runs with the same key), filtered like `load_records`; and a line per source."""
+    own = load_records(profile, **filters)
+    stored, where = stored_records(profile, repository_url)
+    if stored and results_dir(profile).resolve() == (book_root() or Path("/nonexistent")).resolve() / "results" / profile:
+        stored = []  # the reader's results folder is the book's own: nothing to add
+    keys = {r.key for r in own}
+    filtered = [r for r in stored if r.key not in keys and _matches(r, **filters)]
+    lines = [f"{len(own)} record(s) from your runs in {results_dir(profile)}"]
+    if filtered or not own:
+        lines.append(f"{len(filtered)} record(s) from {where}")
+    return own + filtered, lines
+
+
+def _matches(record: RunRecord, scenario=None, tasks=None, model=None, seeds=None) -> bool:
+    return ((scenario is None or record.scenario == scenario) and (tasks is None or record.task_key == "+".join(sorted(tasks)))
+            and (model is None or record.model == model) and (seeds is None or record.seed in seeds))

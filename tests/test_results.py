@@ -101,3 +101,55 @@ def test_outcomes_round_trip(tmp_path):
     assert loaded.outcome_array("trec").tolist() == [1, 0, 1, 0]
     with pytest.raises(MTLError, match="holds no outcomes of 'trec' on 'test'"):
         loaded.outcome_array("trec", "test")
+
+
+def test_the_index_lists_every_record(tmp_path):
+    save_record(record(seed=0), tmp_path)
+    save_record(record(seed=1, scenario="full-fine-tuning"), tmp_path)
+    index = json.loads((tmp_path / "cpu" / "index.json").read_text())
+    assert index["records"] == ["full-fine-tuning/sst2+trec--m--seed1.json", "head-only/sst2+trec--m--seed0.json"]
+
+
+def test_stored_records_are_fetched_from_the_repository_when_not_on_disk(tmp_path, monkeypatch):
+    from mtl_helpers.results import collect_records, stored_records
+
+    published = tmp_path / "published"
+    save_record(record(seed=0, acc=0.9), published)
+    save_record(record(seed=1, acc=0.7), published)
+    urls = []
+
+    def fetch(url):
+        urls.append(url)
+        name = url.split("/results/cpu/")[1]
+        return (published / "cpu" / name).read_bytes()
+
+    monkeypatch.chdir(tmp_path)  # no _toc.yml above: not inside the book's repository
+    records, where = stored_records("cpu", "https://github.com/owner/book", cache=tmp_path / "cache", fetch=fetch)
+    assert sorted(r.seed for r in records) == [0, 1] and "fetched from https://raw.githubusercontent.com/owner/book/main/results/cpu" in where
+    assert urls[0].endswith("/results/cpu/index.json")
+    offline, why = stored_records("cpu", "https://github.com/owner/book", cache=tmp_path / "empty", fetch=lambda url: (_ for _ in ()).throw(OSError("offline")))
+    assert offline == [] and "could not be read" in why
+
+
+def test_own_runs_replace_stored_ones_with_the_same_key(tmp_path, monkeypatch):
+    from mtl_helpers import results
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MTL_RESULTS_DIR", str(tmp_path / "mine"))
+    save_record(record(seed=0, acc=0.1))
+    stored = [record(seed=0, acc=0.9), record(seed=1, acc=0.8)]
+    monkeypatch.setattr(results, "stored_records", lambda profile, url: (stored, "the stored ones"))
+    combined, lines = results.collect_records("cpu", "https://github.com/owner/book")
+    assert sorted((r.seed, r.metric("trec")) for r in combined) == [(0, 0.1), (1, 0.8)]
+    assert "1 record(s) from your runs" in lines[0] and "1 record(s) from the stored ones" in lines[1]
+
+
+def test_the_package_knows_the_books_repository():
+    from pathlib import Path
+
+    import yaml
+
+    from mtl_helpers.book import REPOSITORY_URL
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "_config.yml").read_text())
+    assert REPOSITORY_URL == config["repository"]["url"].rstrip("/")
