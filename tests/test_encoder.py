@@ -36,3 +36,31 @@ def test_unknown_model_offline_names_the_default():
 def test_missing_model_folder():
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_encoder("/nonexistent/model/folder")
+
+
+def test_a_half_precision_checkpoint_loads_in_float32(tmp_path, tokenizer):
+    """transformers 5 keeps a checkpoint's stored dtype unless told otherwise; training must run in fp32."""
+    from conftest import tiny_bert
+
+    tiny_bert().half().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    encoder, _ = load_encoder(str(tmp_path))
+    assert {p.dtype for p in encoder.parameters()} == {torch.float32}
+
+
+def test_truncated_encoder_keeps_the_lower_layers_and_says_so(tokenizer):
+    from conftest import tiny_bert
+
+    from mtl_helpers import truncate_encoder
+    from mtl_helpers.train import model_label
+
+    full = tiny_bert(layers=3)
+    kept = [p.clone() for p in full.encoder.layer[0].parameters()]
+    cut = truncate_encoder(full, 1)
+    assert len(cut.encoder.layer) == 1 and cut.config.num_hidden_layers == 1
+    assert all(torch.equal(a, b) for a, b in zip(kept, cut.encoder.layer[0].parameters()))
+    model = MultiTaskModel.for_tasks(cut, [load_task("trec", max_train=8, max_eval=8)])
+    assert list(layer_groups(model))[:3] == ["embeddings", "layer.0", "head.trec"]
+    assert model_label(model).endswith("[:1]")
+    with pytest.raises(ValueError, match="n_layers must be an integer from 1 to 1"):
+        truncate_encoder(cut, 2)
