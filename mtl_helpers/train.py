@@ -394,7 +394,12 @@ class Trainer:
         rows = self.data.rows(task, split)
         lengths = self.data.lengths(rows) if shuffle and self.config.bucket_by_length else None
         return make_loader(rows, self.data.collator(task), self.config.batch_size if shuffle else self.config.eval_batch_size,
-                           shuffle, generator, lengths)
+                           shuffle, generator, lengths, pin_memory=self.pin_memory)
+
+    @property
+    def pin_memory(self) -> bool:
+        """Whether the trainer's loaders pin their batches: on a CUDA device, so copies are asynchronous."""
+        return self.device.type == "cuda"
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_outcomes(self, split: str = "validation", tasks: Iterable[str] | None = None) -> dict[str, TaskEvaluation]:
@@ -408,7 +413,8 @@ class Trainer:
                 continue
             rows = self.data.rows(name, split)
             order = self._eval_order(rows)
-            loader = make_loader([rows[i] for i in order], self.data.collator(name), self.config.eval_batch_size, False)
+            loader = make_loader([rows[i] for i in order], self.data.collator(name), self.config.eval_batch_size, False,
+                                 pin_memory=self.pin_memory)
             result = evaluate_task(self.model, self.tasks[name], split, loader, self.device, self._autocast_factory())
             restored = np.empty_like(result.outcomes)
             restored[order] = result.outcomes  # back to the split's own row order: runs stay comparable
