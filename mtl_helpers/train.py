@@ -63,6 +63,7 @@ class TrainConfig:
     progress: bool = True
     checkpoint_path: str | None = None
     sync_every: int = 1  # steps between reading the loss on the host; >1 needs a fused optimizer
+    compile: bool = False  # torch.compile the model in place (nn.Module.compile): fused kernels, a slow first step
 
     def __post_init__(self) -> None:
         problems = [msg for msg in (self._check(f.name) for f in fields(self)) if msg]
@@ -96,6 +97,7 @@ class TrainConfig:
             "seed": (count(value) and value >= 0, "an integer >= 0"),
             "device": (isinstance(value, str) and (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")), "'auto', 'cpu', 'cuda' or 'cuda:N'"),
             "sync_every": (count(value) and value >= 1, "an integer >= 1"),
+            "compile": (isinstance(value, bool), "True or False"),
         }
         if name in rules and not rules[name][0]:
             return f"{name}={value!r} (allowed: {rules[name][1]})"
@@ -146,6 +148,8 @@ class Trainer:
         self._check_model()
         self.device = pick_device(self.config.device)
         self.model.to(self.device)
+        if self.config.compile:
+            self.model.compile()  # in place: model(task, batch) runs the compiled forward; freezing still works on it
         self.rates = discriminative_rates(model, self.config.lr, self.config.factor, self.config.backbone_lr)
         self.rate_scale = 1.0
         self.tokenized = TokenizedTasks(self.tasks, tokenizer, self.config.max_length, self.config.padding)

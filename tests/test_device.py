@@ -1,5 +1,6 @@
-"""Device options of the training loop: pinned batches for CUDA, and (where a GPU exists) frozen
-tensors staying bitwise identical on it. The CUDA tests are skipped on a machine without one."""
+"""Device options of the training loop: pinned batches for CUDA, torch.compile of the model, and
+(where a GPU exists) frozen tensors staying bitwise identical on it. The CUDA test is skipped on a
+machine without one."""
 from __future__ import annotations
 
 import pytest
@@ -59,3 +60,35 @@ def test_on_cuda_frozen_tensors_stay_bitwise_identical_and_batches_are_pinned(ma
         assert report.loc[group, "bitwise identical"], group
     assert not report.loc["layer.2", "bitwise identical"] and not report.loc["head.trec", "bitwise identical"]
     assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+
+
+@pytest.mark.slow  # inductor builds C++ kernels on a CPU: 20-80 s
+def test_compile_trains_like_eager_and_runs_the_compiled_forward(tokenizer, trec):
+    """TrainConfig(compile=True) compiles the model in place; without dropout the run matches eager."""
+    from transformers import BertConfig, BertModel
+
+    from mtl_helpers import MultiTaskModel
+
+    losses, traced = {}, []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        encoder = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                                       attention_probs_dropout_prob=0.0))
+        model = MultiTaskModel.for_tasks(encoder, [trec], dropout=0.0)
+        model.heads["trec"].register_forward_hook(lambda m, i, o: traced.append(torch.compiler.is_compiling()))
+        config = TrainConfig(epochs=0.5, lr=1e-3, padding="max_length", max_length=16, compile=compiled, device="cpu",
+                             eval_every=None, **FAST)  # fixed shapes: one graph
+        trainer = Trainer(model, tokenizer, [trec], config)
+        trainer.fit()
+        losses[compiled] = [s["loss"] for s in trainer.history.steps]
+        if not compiled:
+            assert not any(traced)
+    assert any(traced), "the compiled forward never ran"
+    assert len(losses[True]) == len(losses[False]) == 3
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3, abs=1e-4)
+
+
+def test_compile_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"compile='yes' \(allowed: True or False\)"):
+        TrainConfig(compile="yes")
