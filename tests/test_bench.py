@@ -273,3 +273,18 @@ def test_render_only_rewrites_the_page_from_a_report(quick_report, tmp_path):
     assert main(["--render-only", str(source), "--out", str(out), "--md", str(md)]) == 0
     assert json.loads(out.read_text())["gpu"]["rows"] == quick_report["gpu"]["rows"]
     _check_markdown(md.read_text(), md.parent, "_generated/")
+
+
+def test_the_committed_page_is_well_formed_and_matches_the_targets():
+    """The book's appendix page as committed: tables, figures, no machine paths, flags as code; its
+    targets are the ones the code evaluates from the committed report."""
+    root = BENCH.parent
+    page = root / "book" / "_generated" / "benchmarks.md"
+    text = page.read_text()
+    _check_markdown(text, page.parent, "_generated/")
+    report = json.loads((root / "bench" / "report.json").read_text())
+    assert report["targets"] == evaluate_targets(report), "re-render: python -m bench.run --render-only bench/report.json"
+    assert not MACHINE_PATH.search(json.dumps(report))
+    for row in report["targets"]:
+        assert f"| {row['target']} | {row['threshold']} |" in text
+    assert "# Running the GPU benchmark" in text and "# On the GPU: this package against Hugging Face Trainer" in text
