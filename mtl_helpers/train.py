@@ -148,8 +148,8 @@ class Trainer:
         self._check_model()
         self.device = pick_device(self.config.device)
         self.model.to(self.device)
-        if self.config.compile:
-            self.model.compile()  # in place: model(task, batch) runs the compiled forward; freezing still works on it
+        if self.config.compile:  # in place: model(task, batch) runs the compiled forward; freezing still works on it.
+            self.model.compile(dynamic=True)  # dynamic padding changes the length every batch: one graph for all
         self.rates = discriminative_rates(model, self.config.lr, self.config.factor, self.config.backbone_lr)
         self.rate_scale = 1.0
         self.tokenized = TokenizedTasks(self.tasks, tokenizer, self.config.max_length, self.config.padding)
