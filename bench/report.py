@@ -83,7 +83,7 @@ def gpu_profile_reason(report: dict) -> str:
         return "no per-step profile in this run"
     busy, host, dev = prof.get("device_busy_fraction"), prof.get("host_step_seconds"), prof.get("device_step_seconds")
     data = _get(prof, "phase_seconds", "data")
-    parts = [f"per-step profile at batch {prof.get('batch_size')}, {prof.get('precision')}:"]
+    parts = [f"Per-step profile at batch {prof.get('batch_size')}, {prof.get('precision')}:"]
     if busy is not None:
         parts.append(f"the GPU is busy {pct(busy, 0)} of the step")
     if host is not None and dev is not None:
@@ -95,8 +95,8 @@ def gpu_profile_reason(report: dict) -> str:
         parts.append("so kernels dominate and host-side savings cannot show")
     ops = prof.get("top_ops") or []
     if ops:
-        parts.append("top kernels: " + ", ".join(f"{o['op']} {100 * o['share']:.0f}%" for o in ops[:3]))
-    return parts[0] + " " + "; ".join(parts[1:])
+        parts.append("top operators by device time: " + ", ".join(f"{o['op']} {100 * o['share']:.0f}%" for o in ops[:3]))
+    return parts[0] + " " + "; ".join(parts[1:]) + "."
 
 
 def gpu_targets(report: dict, add) -> None:
@@ -119,8 +119,9 @@ def gpu_targets(report: dict, add) -> None:
         add(name, threshold, "n/a", None, stand_in(None if r is None else f"{r:.2f}x"))
     else:
         add(name, threshold, f"{num(r, 2)}x", None if r is None else r >= TARGETS["gpu_bf16_vs_fp32"],
-            f"bf16 gives {num(r, 2)}x, {num(TARGETS['gpu_bf16_vs_fp32'] - (r or 0), 2)}x short (fp32 runs with TF32: "
-            f"{_get(report, 'gpu', 'meta', 'options', 'tf32')}); bf16 halves only the kernels' time, not the host's; " + gpu_profile_reason(report))
+            f"bf16 gives {num(r, 2)}x, {num(TARGETS['gpu_bf16_vs_fp32'] - (r or 0), 2)}x short (fp32 runs "
+            f"{'with' if _get(report, 'gpu', 'meta', 'options', 'tf32') else 'without'} TF32); bf16 shortens only the kernels, "
+            "not the host's work per step. " + gpu_profile_reason(report))
     ratios = [(r_["batch_size"], r_["precision"], r_["ratio"]) for r_ in rows if r_.get("ratio")]
     worst = min(ratios, key=lambda t: t[2]) if ratios else None
     name = "GPU: this package vs Hugging Face Trainer, every row"
@@ -145,9 +146,9 @@ def gpu_targets(report: dict, add) -> None:
         padded = _get(_big_row(report, "bf16") or {}, "ours", "mean_padded_len")
         add(name, threshold, "n/a" if frac is None else f"{pct(frac)} ({num((mfu.get('flops_per_s') or 0) / 1e12, 1)} of "
             f"{num((mfu.get('matmul_bf16_best') or 0) / 1e12, 1)} TFLOP/s)", None if frac is None else frac >= TARGETS["gpu_mfu_bf16"],
-            f"{pct(TARGETS['gpu_mfu_bf16'] - (frac or 0))} points short; MiniLM's matmuls are thin (hidden 384, about "
-            f"{num(big * (padded or 0), 0)} token rows per batch of ~{num(padded)} padded tokens), far from the square "
-            f"matmul's efficiency; " + gpu_profile_reason(report))
+            f"{100 * (TARGETS['gpu_mfu_bf16'] - (frac or 0)):.1f} percentage points short; MiniLM's matmuls are thin (hidden 384, "
+            f"about {num(big * (padded or 0), 0)} token rows per batch of ~{num(padded)} padded tokens), far from the square "
+            "matmul's efficiency. " + gpu_profile_reason(report))
 
 
 def evaluate_targets(report: dict) -> list[dict]:
@@ -288,8 +289,10 @@ def gpu_markdown(report: dict) -> tuple[str, str]:
                   "pending** (how to run them: below).")
     if gm.get("mode") == "quick":
         device += " **Quick mode: a tiny random model on tiny data.**"
+    if gm.get("bf16_skipped"):
+        device += f" bf16: {gm['bf16_skipped']}."
     if gm.get("carried"):
-        device += f" (This section was {gm['carried']}.)"
+        device += f" (This section was {code_flags(gm['carried'])}.)"
     bs = gm.get("batch_sizes") or []
     intro = (f"{device}\n\nThe same work in both loops: full fine-tuning of {gm.get('model')} on {num(gm.get('n_train'), 0)} SST-2 training "
              f"sentences, one epoch, dynamic padding in length buckets (Hugging Face: `train_sampling_strategy='group_by_length'`), "
@@ -315,8 +318,8 @@ def gpu_markdown(report: dict) -> tuple[str, str]:
     ref_line = ("Matrix-multiply reference on the same device in the same run (median of repeated square `torch.matmul`; "
                 f"{'CUDA events' if cuda else 'wall clock'}): bf16 {flops(_get(ref, 'bf16', 'best'))} {unit}, fp32 "
                 f"{flops(_get(ref, 'fp32', 'best'))} {unit} (float32 matmul precision '{ref.get('fp32_matmul_precision', 'highest')}'). "
-                f"This package at batch {mfu.get('batch_size')} in bf16 reaches {flops(mfu.get('flops_per_s'))} model {unit}: "
-                f"{pct(mfu.get('fraction'))} of the bf16 rate.")
+                f"This package at batch {mfu.get('batch_size')} in {mfu.get('precision')} reaches {flops(mfu.get('flops_per_s'))} model {unit}: "
+                f"{pct(mfu.get('fraction'))} of the {mfu.get('precision')} rate.")
     out = [f"# On the GPU: this package against Hugging Face Trainer\n\n{intro}\n\n{table}\n\n{ref_line}"]
     ab = gpu.get("ablations") or []
     why = gpu.get("why") or {}
@@ -349,7 +352,11 @@ def gpu_markdown(report: dict) -> tuple[str, str]:
                    + f"\n\nTop operators by {prof.get('top_ops_time', 'self time')} (`torch.profiler`):\n\n" + _table(
                        ["operator", "ms/step", "share", "calls/step"],
                        [[f"`{o['op']}`", num(o["self_ms_per_step"], 3), f"{100 * o['share']:.1f}%", num(o["calls_per_step"], 0)]
-                        for o in prof.get("top_ops", [])]))
+                        for o in prof.get("top_ops", [])])
+                   + ("\n\nTop kernels by GPU time:\n\n" + _table(
+                       ["kernel", "ms/step", "share of GPU time", "calls/step"],
+                       [[f"`{k['kernel'][:80]}`", num(k["self_ms_per_step"], 3), f"{100 * k['share']:.1f}%", num(k["calls_per_step"], 0)]
+                        for k in prof["top_kernels"]]) if prof.get("top_kernels") else ""))
     out.append(how_to_run_markdown())
     return out[0], "\n\n".join(out[1:])
 
@@ -361,6 +368,7 @@ def how_to_run_markdown() -> str:
             "wheels, the data), here, from the checkout, then run there from the copy that holds `.devpack/`:\n\n"
             "```bash\nbash ../shared/tools/device-pack\n# on the GPU machine, from the checkout's root:\n"
             ". .devpack/setup.sh && python -m bench.run --device cuda --with-book\n```\n\n"
+            "and bring back `bench/report.json` and `book/_generated/`, which the run rewrites there. "
             "A `--device cuda` run keeps the CPU sections of the report it finds (`--cpu-suite` measures them again); "
             "a later CPU run keeps a GPU section measured on CUDA.")
 
@@ -388,7 +396,7 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
         parts[-1] += (" These CPU numbers come from the earlier suite, which timed the trainer's private step; the next full "
                       "run (`make bench`) replaces them with timings of `Trainer.fit` itself.")
     if m.get("carried"):
-        parts[-1] += f" (CPU sections {m['carried']}.)"
+        parts[-1] += f" (CPU sections {code_flags(m['carried'])}.)"
     # targets
     parts.append("# Targets\n\n" + _table(["target", "threshold", "measured", "status", "why (if missed)"],
                                           [[t["target"], t["threshold"], t["measured"], t["status"], t["why"]] for t in report.get("targets", [])]))

@@ -538,18 +538,23 @@ def run_profile(spec: dict) -> dict:
     table = prof.key_averages()
     cpu_self = lambda e: e.self_cpu_time_total  # noqa: E731
     dev_self = lambda e: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))  # noqa: E731
+    on_cpu = lambda e: str(getattr(e, "device_type", "CPU")).endswith("CPU")  # noqa: E731
+    ops = [e for e in table if on_cpu(e)]  # operators (aten::mm, ...); on a GPU each holds the device time of its own kernels
     key = dev_self if cuda else cpu_self
-    total_self = sum(key(e) for e in table) or 1
-    top = sorted(table, key=key, reverse=True)[:10]
+    total_self = sum(key(e) for e in ops) or 1
+    top = sorted(ops, key=key, reverse=True)[:10]
     out["top_ops"] = [{"op": e.key, "self_ms_per_step": key(e) / 1000 / n, "share": key(e) / total_self, "calls_per_step": e.count / n,
                        "self_cpu_ms_per_step": cpu_self(e) / 1000 / n} for e in top]
-    out["top_ops_time"] = "self device (GPU) time" if cuda else "self CPU time"
+    out["top_ops_time"] = "self device (GPU) time of each operator's kernels" if cuda else "self CPU time"
     out["profiled_steps"] = n
     out["profiled_wall_seconds_per_step"] = wall / n
-    if cuda:
-        busy = sum(dev_self(e) for e in table) / 1e6  # kernels' own time, seconds
+    if cuda:  # the kernels themselves, as the profiler's own table sums them
+        kernels = [e for e in table if not on_cpu(e) and not getattr(e, "is_user_annotation", False)]
+        busy = sum(dev_self(e) for e in kernels) / 1e6
         out["device_busy_fraction"] = busy / wall
-        out["kernel_launches_per_step"] = sum(e.count for e in table if dev_self(e) > 0) / n
+        out["kernel_launches_per_step"] = sum(e.count for e in kernels) / n
+        out["top_kernels"] = [{"kernel": e.key[:120], "self_ms_per_step": dev_self(e) / 1000 / n, "share": dev_self(e) / (busy * 1e6 or 1),
+                               "calls_per_step": e.count / n} for e in sorted(kernels, key=dev_self, reverse=True)[:5]]
     out.update(batch_size=spec["batch_size"], precision=spec.get("precision", "fp32"), device=str(trainer.device),
                synchronised="phases: CUDA events, no host synchronisation" if cuda else "CPU: host times are the work")
     return out

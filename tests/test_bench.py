@@ -126,7 +126,9 @@ def fake_gpu(device: str, ours=(1000, 1800, 4000, 7000), hf=(700, 1200, 3000, 50
             "profile": {"batch_size": 256, "precision": "bf16", "phase_seconds": {"data": 0.002, "forward": 0.01},
                         "device_phase_seconds": {"data": 0.0001, "forward": 0.009}, "host_step_seconds": 0.012,
                         "device_step_seconds": 0.0091, "device_busy_fraction": 0.55, "top_ops": [
-                            {"op": "sm90_gemm", "self_ms_per_step": 3.0, "share": 0.3, "calls_per_step": 40}]},
+                            {"op": "aten::mm", "self_ms_per_step": 3.0, "share": 0.3, "calls_per_step": 40}],
+                        "top_kernels": [{"kernel": "void cutlass::Kernel2<cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_32x6_tn_align8>(T1::Params)",
+                                         "self_ms_per_step": 2.0, "share": 0.2, "calls_per_step": 12}]},
             "why": {"sync_every": "fewer host reads (--device cuda)"}}
 
 
@@ -166,7 +168,7 @@ def test_gpu_targets_on_a_gpu_pass_or_say_by_how_much_and_why():
     hf = by("Hugging Face")
     assert hf["status"] == "MISS" and "batch 32 bf16: 1.06x (0.14x short)" in hf["why"] and "host-bound" in hf["why"]
     assert "batch 32 fp32" not in hf["why"]  # 1.43x: not short
-    assert by("matmul")["status"] == "MISS" and "6.0% points short" in by("matmul")["why"] and "busy 55%" in by("matmul")["why"]
+    assert by("matmul")["status"] == "MISS" and "6.0 percentage points short" in by("matmul")["why"] and "busy 55%" in by("matmul")["why"]
 
 
 def _check_markdown(text: str, folder: Path, prefix: str) -> None:
@@ -288,3 +290,40 @@ def test_the_committed_page_is_well_formed_and_matches_the_targets():
     for row in report["targets"]:
         assert f"| {row['target']} | {row['threshold']} |" in text
     assert "# Running the GPU benchmark" in text and "# On the GPU: this package against Hugging Face Trainer" in text
+
+
+def test_a_run_on_one_device_keeps_what_the_report_measured_on_the_other(monkeypatch):
+    import bench.run as run
+
+    calls: list[str] = []
+
+    def cpu_suite(*args, **kwargs):
+        calls.append("cpu")
+        return {"meta": {"mode": "full"}, "scenarios": {"new": 1}}
+
+    def gpu_section(quick, device, *args, **kwargs):
+        calls.append(f"gpu:{device}")
+        return {"meta": {"device_type": device}}
+
+    monkeypatch.setattr(run, "run_cpu_suite", cpu_suite)
+    monkeypatch.setattr(run, "run_gpu_section", gpu_section)
+    monkeypatch.setattr(run, "resolve_device", lambda name: name)
+    quiet = lambda *a: None  # noqa: E731
+    cpu_report = {"meta": {"mode": "full"}, "scenarios": {"old": 1}, "reference": {}, "gpu": {"meta": {"device_type": "cpu"}}}
+    gpu_report = {**cpu_report, "gpu": {"meta": {"device_type": "cuda"}, "rows": []}}
+
+    report = run.run_all(device="cuda", previous=cpu_report, log=quiet)
+    assert calls == ["gpu:cuda"] and report["scenarios"] == {"old": 1} and "--device cuda" in report["meta"]["carried"]
+    calls.clear()
+    report = run.run_all(device="cuda", previous=cpu_report, cpu_suite=True, log=quiet)
+    assert calls == ["cpu", "gpu:cuda"] and report["scenarios"] == {"new": 1}
+    calls.clear()
+    report = run.run_all(device="cuda", previous={**cpu_report, "meta": {"mode": "quick"}}, log=quiet)
+    assert calls == ["cpu", "gpu:cuda"]  # a quick report's CPU sections are not kept
+    calls.clear()
+    report = run.run_all(device="cpu", previous=gpu_report, log=quiet)
+    assert calls == ["cpu"] and report["gpu"]["meta"]["device_type"] == "cuda" and report["gpu"]["meta"]["carried"]
+    calls.clear()
+    run.run_all(device="cpu", previous=gpu_report, fresh=True, log=quiet)
+    run.run_all(device="cpu", previous=cpu_report, log=quiet)  # a CPU stand-in is measured again, not kept
+    assert calls == ["cpu", "gpu:cpu", "cpu", "gpu:cpu"]
