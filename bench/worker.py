@@ -404,6 +404,8 @@ def run_hf_trainer(spec: dict, max_steps: int | None = None) -> dict:
     bs = spec["batch_size"]
     total = max_steps or math.ceil(len(rows) / bs)
     warmup = spec["warmup"]
+    if total <= warmup:
+        raise ValueError(f"{total} steps at batch {bs}: nothing left to time after {warmup} warm-up steps")
     reps, steps = (spec["reps"], spec["steps"]) if max_steps else (1, total - warmup)
     marks = {warmup + r * steps for r in range(reps + 1)}
     stamps: list[float] = []
@@ -575,6 +577,8 @@ def run_compare(spec: dict) -> dict:
     trainer = run.trainer
     total = steps_per_epoch(trainer)
     warmup = spec["warmup"]
+    if total <= warmup:
+        raise ValueError(f"one epoch is {total} steps at batch {spec['batch_size']}: nothing left to time after {warmup} warm-up steps")
     out = timed_fit(run, warmup, 1, total - warmup)  # peak memory: the trainer's PeakMemory callback
     out.update(steps=total, epoch_seconds=run.clock.at(total) - run.clock.at(0), setup_seconds=run.setup_seconds,
                peak_memory_mb=out["fit_peak_memory_mb"], sync_every=trainer.config.sync_every,
