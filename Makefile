@@ -44,9 +44,12 @@ browser: $(STAMP)
 notebooks: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/run_notebooks.py --profile cpu --times results/cpu/notebook_times.json
 
+# make bench BENCH_DEVICE=cuda BENCH_ARGS="--with-book": the GPU section on a GPU (auto: cuda when torch sees one)
+BENCH_DEVICE ?= auto
+BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[bench]"
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run --device $(BENCH_DEVICE) $(BENCH_ARGS)
 
 clean:
 	rm -rf _build $(SCRATCH)

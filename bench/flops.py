@@ -60,22 +60,42 @@ def forward_flops(config, batch_size: int, padded_len: float) -> float:
     return layer_forward_flops_per_token(hidden, inter, padded_len) * batch_size * padded_len * layers
 
 
-def matmul_flops(sizes=(1024, 2048), dtypes=("fp32", "bf16"), reps: int = 5, warmup: int = 2) -> dict:
-    """Median FLOP/s of torch.matmul of n x n matrices per dtype and size; 'best' per dtype."""
-    out: dict = {}
+def _timed_matmul(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Seconds of one a @ b: CUDA events around it on a GPU (the host does not wait on each launch),
+    a wall clock on the CPU."""
+    if a.device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.matmul(a, b)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+    started = time.perf_counter()
+    torch.matmul(a, b)
+    return time.perf_counter() - started
+
+
+def matmul_flops(sizes=(1024, 2048), dtypes=("fp32", "bf16"), reps: int = 5, warmup: int = 2, device: str = "cpu") -> dict:
+    """Median FLOP/s of torch.matmul of n x n matrices per dtype and size on `device`; 'best' per dtype.
+
+    On CUDA the device is synchronised after the warm-up and each timed product is bracketed by CUDA
+    events; fp32 there follows torch's float32 matmul precision (TF32 when set to "high"), recorded
+    as `fp32_matmul_precision`.
+    """
+    out: dict = {"device": str(device)}
     names = {"fp32": torch.float32, "bf16": torch.bfloat16}
     for name in dtypes:
         per_size = {}
         for n in sizes:
-            a = torch.randn(n, n).to(names[name])
-            b = torch.randn(n, n).to(names[name])
+            a = torch.randn(n, n, device=device).to(names[name])
+            b = torch.randn(n, n, device=device).to(names[name])
             for _ in range(warmup):
                 torch.matmul(a, b)
-            times = []
-            for _ in range(reps):
-                started = time.perf_counter()
-                torch.matmul(a, b)
-                times.append(time.perf_counter() - started)
+            if a.device.type == "cuda":
+                torch.cuda.synchronize(a.device)
+            times = [_timed_matmul(a, b) for _ in range(reps)]
             per_size[str(n)] = 2.0 * n**3 / statistics.median(times)
+            del a, b
         out[name] = {"by_size": per_size, "best": max(per_size.values())}
+    out["fp32_matmul_precision"] = torch.get_float32_matmul_precision()
     return out

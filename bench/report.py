@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from mtl_helpers.results import atomic_write_bytes
@@ -44,6 +45,110 @@ def _hf_reason(report: dict) -> str:
         return (f"within noise: the repetitions overlap (ours {min(ours):.1f}-{max(ours):.1f}, Hugging Face "
                 f"{min(hf):.1f}-{max(hf):.1f} examples/s); both run the same model, fused AdamW and clipping")
     return "the package loop is slower in every repetition: see the phase table for where its step time goes"
+
+
+FLAG = re.compile(r"(?<![`\w-])(--[a-z][a-z0-9-]*)")
+
+
+def code_flags(text) -> str:
+    """Command-line flags in a text as inline code (`--with-book`): plain, MyST would set '--' as a dash."""
+    return FLAG.sub(r"`\1`", str(text or ""))
+
+
+def pct(x, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def gpu_rows(report: dict) -> list[dict]:
+    return _get(report, "gpu", "rows") or []
+
+
+def on_gpu(report: dict) -> bool:
+    return _get(report, "gpu", "meta", "device_type") == "cuda"
+
+
+def _big_row(report: dict, precision: str) -> dict | None:
+    rows = gpu_rows(report)
+    if not rows:
+        return None
+    big = max(r["batch_size"] for r in rows)
+    return next((r for r in rows if r["batch_size"] == big and r["precision"] == precision), None)
+
+
+def gpu_profile_reason(report: dict) -> str:
+    """Where a GPU step's time goes, from the section's per-step profile: busy share, host against
+    device time, the data phase, the top kernels."""
+    prof = _get(report, "gpu", "profile") or {}
+    if not prof:
+        return "no per-step profile in this run"
+    busy, host, dev = prof.get("device_busy_fraction"), prof.get("host_step_seconds"), prof.get("device_step_seconds")
+    data = _get(prof, "phase_seconds", "data")
+    parts = [f"Per-step profile at batch {prof.get('batch_size')}, {prof.get('precision')}:"]
+    if busy is not None:
+        parts.append(f"the GPU is busy {pct(busy, 0)} of the step")
+    if host is not None and dev is not None:
+        parts.append(f"the host spends {num(1000 * host, 2)} ms per step against {num(1000 * dev, 2)} ms of device work")
+    if busy is not None and busy < 0.7:
+        parts.append(f"so the step is host-bound (launches and Python; the data phase, collating and copying a batch, "
+                     f"takes {num(1000 * (data or 0), 2)} ms)")
+    elif busy is not None:
+        parts.append("so kernels dominate and host-side savings cannot show")
+    ops = prof.get("top_ops") or []
+    if ops:
+        parts.append("top operators by device time: " + ", ".join(f"{o['op']} {100 * o['share']:.0f}%" for o in ops[:3]))
+    return parts[0] + " " + "; ".join(parts[1:]) + "."
+
+
+def gpu_targets(report: dict, add) -> None:
+    """The three GPU targets: PASS/MISS on CUDA, N/A (with the CPU stand-in's value) elsewhere."""
+    from .run import TARGETS
+
+    cuda = on_gpu(report)
+    na = "no GPU in this run"
+    rows = gpu_rows(report)
+    big = max((r["batch_size"] for r in rows), default=256)
+
+    def stand_in(value: str | None) -> str:
+        return na + (f" (the stand-in on {_get(report, 'gpu', 'meta', 'device_type')} measured {value})" if value else "")
+
+    fp32, bf16 = _big_row(report, "fp32"), _big_row(report, "bf16")
+    r = bf16["ours"]["examples_per_s"] / fp32["ours"]["examples_per_s"] if fp32 and bf16 else None
+    name = f"GPU: bf16 vs fp32, this package, batch {big}"
+    threshold = f">= {TARGETS['gpu_bf16_vs_fp32']:.1f}x"
+    if not cuda:
+        add(name, threshold, "n/a", None, stand_in(None if r is None else f"{r:.2f}x"))
+    else:
+        add(name, threshold, f"{num(r, 2)}x", None if r is None else r >= TARGETS["gpu_bf16_vs_fp32"],
+            f"bf16 gives {num(r, 2)}x, {num(TARGETS['gpu_bf16_vs_fp32'] - (r or 0), 2)}x short (fp32 runs "
+            f"{'with' if _get(report, 'gpu', 'meta', 'options', 'tf32') else 'without'} TF32); bf16 shortens only the kernels, "
+            "not the host's work per step. " + gpu_profile_reason(report))
+    ratios = [(r_["batch_size"], r_["precision"], r_["ratio"]) for r_ in rows if r_.get("ratio")]
+    worst = min(ratios, key=lambda t: t[2]) if ratios else None
+    name = "GPU: this package vs Hugging Face Trainer, every row"
+    threshold = f">= {TARGETS['gpu_ours_vs_hf']:.1f}x"
+    measured = "n/a" if not worst else f"lowest {worst[2]:.2f}x (batch {worst[0]}, {worst[1]})"
+    if not cuda:
+        add(name, threshold, "n/a", None, stand_in(None if not worst else f"{worst[2]:.2f}x at worst"))
+    else:
+        short = [f"batch {b} {p}: {x:.2f}x ({TARGETS['gpu_ours_vs_hf'] - x:.2f}x short)" for b, p, x in ratios if x < TARGETS["gpu_ours_vs_hf"]]
+        missing = [f"batch {r_['batch_size']} {r_['precision']}: {r_.get('hf_error') or 'not measured'}" for r_ in rows if not r_.get("ratio")]
+        ok = None if not ratios or missing else worst[2] >= TARGETS["gpu_ours_vs_hf"]
+        add(name, threshold, measured, ok,
+            "; ".join(short + missing) + ". Both loops run the same model, kernels, fused AdamW and length-grouped batches; "
+            "the package saves only host work (no host read per step, pinned asynchronous copies). " + gpu_profile_reason(report))
+    mfu = _get(report, "gpu", "mfu") or {}
+    frac = mfu.get("fraction")
+    name = f"GPU: model FLOP/s at batch {big}, bf16, vs measured bf16 matmul"
+    threshold = f">= {100 * TARGETS['gpu_mfu_bf16']:.0f}%"
+    if not cuda:
+        add(name, threshold, "n/a", None, stand_in(None if frac is None else pct(frac)))
+    else:
+        padded = _get(_big_row(report, "bf16") or {}, "ours", "mean_padded_len")
+        add(name, threshold, "n/a" if frac is None else f"{pct(frac)} ({num((mfu.get('flops_per_s') or 0) / 1e12, 1)} of "
+            f"{num((mfu.get('matmul_bf16_best') or 0) / 1e12, 1)} TFLOP/s)", None if frac is None else frac >= TARGETS["gpu_mfu_bf16"],
+            f"{100 * (TARGETS['gpu_mfu_bf16'] - (frac or 0)):.1f} percentage points short; MiniLM's matmuls are thin (hidden 384, "
+            f"about {num(big * (padded or 0), 0)} token rows per batch of ~{num(padded)} padded tokens), far from the square "
+            "matmul's efficiency. " + gpu_profile_reason(report))
 
 
 def evaluate_targets(report: dict) -> list[dict]:
@@ -94,6 +199,7 @@ def evaluate_targets(report: dict) -> list[dict]:
         add(f"whole book, {profile} profile", f"<= {TARGETS[key] / 60:.0f} min",
             "not measured" if t is None else f"{t / 60:.1f} min", None if t is None else t <= TARGETS[key],
             "see the per-notebook times")
+    gpu_targets(report, add)
     return rows
 
 
@@ -157,6 +263,116 @@ def figures(report: dict, folder: Path) -> list[tuple[str, str]]:
     return out
 
 
+def gpu_markdown(report: dict) -> tuple[str, str]:
+    """The GPU section in two parts: (the device by name, the table against Hugging Face, the reference
+    and model FLOP/s), placed beside the CPU table; (the options switched one at a time, evaluation
+    batches, the step profile, how to run it), placed after the CPU profile."""
+    gpu = report.get("gpu") or {}
+    gm = gpu.get("meta", {})
+    cuda = gm.get("device_type") == "cuda"
+    if not gpu.get("rows"):
+        pending = ("# On the GPU: this package against Hugging Face Trainer\n\nDevice: none yet. **GPU figures pending**: this "
+                   "report holds no run of the GPU section, which compares this package's `Trainer.fit` with `transformers.Trainer` "
+                   "(full fine-tuning of all-MiniLM-L6-v2 on 16,000 SST-2 sentences, one epoch, batch 32 and 256, fp32 and bf16), "
+                   "measures the model FLOP/s against a bf16 matmul rate on the same GPU, and times the book in the gpu profile. "
+                   "Its targets read N/A until then.")
+        return pending, how_to_run_markdown()
+    scale, unit = (1e12, "TFLOP/s") if cuda else (1e9, "GFLOP/s")
+    flops = lambda x: "n/a" if x is None else f"{x / scale:.1f}"  # noqa: E731
+    opts = gm.get("options", {})
+    if cuda:
+        device = (f"Device: {gm.get('device_name')} (CUDA {gm.get('cuda')}, compute capability {gm.get('capability')}, "
+                  f"{gm.get('memory_gib')} GiB), torch {gm.get('torch')}, transformers {gm.get('transformers')}, measured {gm.get('date_utc')} UTC.")
+    else:
+        device = (f"Device: {gm.get('device_name')}, torch {gm.get('torch')}, measured {gm.get('date_utc')} UTC. **This run had no GPU: "
+                  "the same code ran on the CPU with a small N so that the GPU path is tested, and its targets are N/A. GPU figures "
+                  "pending** (how to run them: below).")
+    if gm.get("mode") == "quick":
+        device += " **Quick mode: a tiny random model on tiny data.**"
+    if gm.get("bf16_skipped"):
+        device += f" bf16: {gm['bf16_skipped']}."
+    if gm.get("carried"):
+        device += f" (This section was {code_flags(gm['carried'])}.)"
+    bs = gm.get("batch_sizes") or []
+    intro = (f"{device}\n\nThe same work in both loops: full fine-tuning of {gm.get('model')} on {num(gm.get('n_train'), 0)} SST-2 training "
+             f"sentences, one epoch, dynamic padding in length buckets (Hugging Face: `train_sampling_strategy='group_by_length'`), "
+             f"fused AdamW, clipping 1.0, no evaluation or checkpoints, at batch {' and '.join(map(str, bs))}, fp32 and bf16 "
+             f"(autocast: `TrainConfig(precision='bf16')`, Hugging Face `bf16=True`). Examples/s count the steps after {gm.get('warmup_steps')} "
+             "warm-up step(s); the device is synchronised only at the end of the warm-up and of the epoch, so the steps between run as in "
+             f"the book. This package ran with `sync_every={opts.get('sync_every')}`, pinned batches "
+             f"({'on' if cuda else 'off: CPU'}), TF32 for fp32 matmuls in both loops ({'on' if opts.get('tf32') else 'off'}), "
+             f"torch.compile in both loops ({'on' if opts.get('compile') else 'off'}).")
+    rows = []
+    for r in gpu.get("rows", []):
+        ours, hf = r["ours"], r.get("hf") or {}
+        mem = lambda v: num(v.get("peak_memory_mb"), 0) if v.get("peak_memory_mb") is not None else "n/a"  # noqa: E731
+        rows.append([r["batch_size"], r["precision"], num(ours["examples_per_s"]), num(hf.get("examples_per_s")) if hf else f"n/a ({r.get('hf_error', '')})",
+                     f"{r['ratio']:.2f}x" if r.get("ratio") else "n/a", f"{num(ours.get('mean_padded_len'))} / {num(hf.get('mean_padded_len'))}",
+                     flops(ours.get("flops_per_s")), f"{num(ours.get('epoch_seconds'), 2)} / {num(hf.get('epoch_seconds'), 2)}",
+                     f"{mem(ours)} / {mem(hf)}"])
+    table = _table(["batch", "precision", "this package (examples/s)", "Hugging Face (examples/s)", "ours / HF",
+                    "padded tokens per example (ours / HF)", f"model {unit} (ours)", "epoch s, warm-up included (ours / HF)",
+                    "peak memory MB (ours / HF)"], rows)
+    ref = gpu.get("reference", {})
+    mfu = gpu.get("mfu", {})
+    ref_line = ("Matrix-multiply reference on the same device in the same run (median of repeated square `torch.matmul`; "
+                f"{'CUDA events' if cuda else 'wall clock'}): bf16 {flops(_get(ref, 'bf16', 'best'))} {unit}, fp32 "
+                f"{flops(_get(ref, 'fp32', 'best'))} {unit} (float32 matmul precision '{ref.get('fp32_matmul_precision', 'highest')}'). "
+                f"This package at batch {mfu.get('batch_size')} in {mfu.get('precision')} reaches {flops(mfu.get('flops_per_s'))} model {unit}: "
+                f"{pct(mfu.get('fraction'))} of the {mfu.get('precision')} rate.")
+    out = [f"# On the GPU: this package against Hugging Face Trainer\n\n{intro}\n\n{table}\n\n{ref_line}"]
+    ab = gpu.get("ablations") or []
+    why = gpu.get("why") or {}
+    if ab or why:
+        text = ("# Speed options of the GPU step\n\nEach option switched on or off alone, this package at the largest batch "
+                "(one epoch, same work); the option's speed-up is the row as benchmarked over the row with the change.\n\n")
+        if ab:
+            text += _table(["option", "change", "precision", "batch", "examples/s with the change", "as benchmarked", "the option's speed-up"],
+                           [[f"`{a['option']}`", a["change"], a["precision"], a["batch_size"], num(a["examples_per_s"]),
+                             num(a["baseline_examples_per_s"]), f"{a['speedup_of_option']:.2f}x"] for a in ab]) + "\n\n"
+        text += "What each option does, and what a GPU run should show if it works:\n\n" + "\n".join(
+            f"- `{name}`: {code_flags(t)}" for name, t in why.items())
+        out.append(text)
+    ev = gpu.get("eval_batches") or {}
+    sizes = [k for k in ev if isinstance(ev[k], dict) and "examples_per_s" in ev[k]]
+    if sizes:
+        out.append("# Evaluation batch size on the GPU device\n\n`trainer.evaluate_outcomes` on the training sentences (bf16), "
+                   "the package's own scoring time:\n\n" + _table(
+                       ["eval batch size", "examples/s", "seconds"], [[k, num(ev[k]["examples_per_s"]), num(ev[k]["seconds"], 2)] for k in sizes]))
+    prof = gpu.get("profile") or {}
+    if prof.get("phase_seconds"):
+        dev = prof.get("device_phase_seconds") or {}
+        rows = [[k, num(1000 * v, 2), num(1000 * dev[k], 2) if k in dev else "n/a"] for k, v in prof["phase_seconds"].items()]
+        busy = (f" The GPU was busy {pct(prof['device_busy_fraction'], 0)} of the profiled steps' wall time, "
+                f"{num(prof.get('kernel_launches_per_step'), 0)} kernel launches per step.") if prof.get("device_busy_fraction") is not None else ""
+        out.append(f"# Where a step's time goes on the GPU device\n\nThis package at batch {prof.get('batch_size')}, {prof.get('precision')}: "
+                   "phases of a step of `Trainer.fit` marked by public hooks; host time, and on a GPU the device time between CUDA "
+                   f"events recorded at the same marks (no synchronisation), medians.{busy}\n\n"
+                   + _table(["phase", "host ms", "device ms"], rows)
+                   + f"\n\nTop operators by {prof.get('top_ops_time', 'self time')} (`torch.profiler`):\n\n" + _table(
+                       ["operator", "ms/step", "share", "calls/step"],
+                       [[f"`{o['op']}`", num(o["self_ms_per_step"], 3), f"{100 * o['share']:.1f}%", num(o["calls_per_step"], 0)]
+                        for o in prof.get("top_ops", [])])
+                   + ("\n\nTop kernels by GPU time:\n\n" + _table(
+                       ["kernel", "ms/step", "share of GPU time", "calls/step"],
+                       [[f"`{k['kernel'][:80]}`", num(k["self_ms_per_step"], 3), f"{100 * k['share']:.1f}%", num(k["calls_per_step"], 0)]
+                        for k in prof["top_kernels"]]) if prof.get("top_kernels") else ""))
+    out.append(how_to_run_markdown())
+    return out[0], "\n\n".join(out[1:])
+
+
+def how_to_run_markdown() -> str:
+    return ("# Running the GPU benchmark\n\nOn a machine with a GPU and this checkout, `python -m bench.run --device cuda` "
+            "(or `make bench BENCH_DEVICE=cuda`; add `--with-book` to also time the whole book in the gpu profile, and `--compile` "
+            "for torch.compile in both loops). On a bare GPU machine without internet, pack what it lacks first (the model, "
+            "wheels, the data), here, from the checkout, then run there from the copy that holds `.devpack/`:\n\n"
+            "```bash\nbash ../shared/tools/device-pack\n# on the GPU machine, from the checkout's root:\n"
+            ". .devpack/setup.sh && python -m bench.run --device cuda --with-book\n```\n\n"
+            "and bring back `bench/report.json` and `book/_generated/`, which the run rewrites there. "
+            "A `--device cuda` run keeps the CPU sections of the report it finds (`--cpu-suite` measures them again); "
+            "a later CPU run keeps a GPU section measured on CUDA.")
+
+
 def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_generated/") -> str:
     m = report.get("meta", {})
     ref = report.get("reference", {})
@@ -173,6 +389,14 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
         f"{m.get('max_train_per_task')} training rows per task, batch {m.get('batch_size')}. Throughputs are medians over timed repetitions "
         f"after warm-up steps; each step's time includes drawing and collating its batch.{mode_note}"
     )
+    if m.get("timing"):
+        parts[-1] += (" Every time is a real `Trainer.fit` of the package, timed by a callback at the end of each step "
+                      "(the public API only), so the measured step is the one the book runs.")
+    else:
+        parts[-1] += (" These CPU numbers come from the earlier suite, which timed the trainer's private step; the next full "
+                      "run (`make bench`) replaces them with timings of `Trainer.fit` itself.")
+    if m.get("carried"):
+        parts[-1] += f" (CPU sections {code_flags(m['carried'])}.)"
     # targets
     parts.append("# Targets\n\n" + _table(["target", "threshold", "measured", "status", "why (if missed)"],
                                           [[t["target"], t["threshold"], t["measured"], t["status"], t["why"]] for t in report.get("targets", [])]))
@@ -188,14 +412,16 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
         rows.append([label, f"{s['trainable_params']:,}", num(s["examples_per_s"]), num(1000 * s["seconds_per_step"], 2),
                      num(s["epoch_seconds"], 2), gflops(s["flops_per_s"]), f"{100 * s['flops_per_s'] / ref32:.1f}%" if ref32 else "n/a",
                      num(s["peak_rss_mb"], 0), num(s["rss_growth_mb"], 0)])
+    buckets = " in length buckets (the book's default)" if m.get("bucket_by_length") else ""
     parts.append(
-        "# Training scenarios\n\nTwo tasks (TREC, SST-2) trained together, proportional task sampling. Epoch time = training rows / "
+        f"# Training scenarios\n\nTwo tasks (TREC, SST-2) trained together, proportional task sampling, dynamic padding{buckets}. "
+        "Epoch time = training rows / "
         "throughput (cached: the measured epochs). Peak RSS is the whole scenario process (Python, torch, data, model); "
         "growth is the RSS growth during the timed steps.\n\n" + _table(
             ["scenario", "trainable params", "examples/s", "ms/step", "s/epoch", "model GFLOP/s", "of fp32 matmul", "peak RSS (MB)", "RSS growth (MB)"], rows))
     cached = sc.get("heads_cached")
     if cached:
-        parts.append(f"Computing the cached features once (tokenizing and embedding every split with the frozen encoder) took "
+        parts.append(f"Building the trainer on cached features (tokenizing, then embedding with the frozen encoder) took "
                      f"{num(cached.get('setup_seconds'), 1)} s, against {num(_get(sc, 'heads_recompute', 'setup_seconds'), 1)} s of "
                      f"tokenizing alone for the recomputing trainer.")
     sweep = report.get("sweep") or {}
@@ -236,30 +462,42 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
     hf = report.get("hf_trainer") or {}
     if hf.get("ours"):
         ms = lambda v: num(1000 * v["seconds_per_step"], 2) if v.get("seconds_per_step") else "n/a"  # noqa: E731
-        rows = [["mtl_helpers Trainer (Trainer._step)", num(hf["ours"]["examples_per_s"]), ms(hf["ours"])]]
+        rows = [["mtl_helpers Trainer (`Trainer.fit`)", num(hf["ours"]["examples_per_s"]), ms(hf["ours"])]]
         if hf.get("hf"):
             rows.append([f"transformers.Trainer {hf['hf'].get('transformers', '')}".strip(), num(hf["hf"]["examples_per_s"]), ms(hf["hf"])])
         note = (f"Ratio (ours / Hugging Face): {hf['ours']['examples_per_s'] / hf['hf']['examples_per_s']:.2f}x." if hf.get("hf")
                 else f"Hugging Face Trainer not measured: {hf.get('error')}.")
-        parts.append("# Against Hugging Face Trainer\n\nSST-2 alone, full fine-tuning, same model wrapped to return `{'loss': ...}`, "
-                     f"batch {m.get('batch_size')}, dynamic padding, fused AdamW in both (Hugging Face's default `optim`, and the package's), "
+        buckets = "dynamic padding in length buckets in both" if m.get("bucket_by_length") else "dynamic padding"
+        parts.append(f"# Against Hugging Face Trainer on the CPU\n\nDevice: {m.get('cpu_model')} (CPU, {m.get('torch_threads')} torch threads). "
+                     "SST-2 alone, full fine-tuning, same model wrapped to return `{'loss': ...}`, "
+                     f"batch {m.get('batch_size')}, {buckets}, fused AdamW in both (Hugging Face's default `optim`, and the package's), "
                      "gradient clipping 1.0, the same number of steps; no evaluation, "
                      "checkpoints or logging (`report_to='none'`, `dataloader_num_workers=0`).\n\n"
                      + _table(["loop", "examples/s", "ms/step"], rows) + "\n\n" + note)
+    gpu_table, gpu_details = gpu_markdown(report)
+    parts.append(gpu_table)
     prof = report.get("profile") or {}
     if prof:
         ph = prof["phase_seconds"]
-        parts.append("# Where a step's time goes\n\nFull fine-tuning, phases of `Trainer._step` timed separately (medians):\n\n" + _table(
+        how = ("phases of a step of `Trainer.fit`, marked by public hooks (the model's forward hooks, the parameters' "
+               "gradient hooks, the optimizer's step hooks), medians" if m.get("timing") else "phases of the trainer's step timed separately, medians")
+        parts.append(f"# Where a step's time goes\n\nFull fine-tuning on the CPU, {how}:\n\n" + _table(
             ["phase", "ms", "share"], [[k, num(1000 * v, 2), f"{100 * prof['phase_share'][k]:.1f}%"] for k, v in ph.items()])
             + "\n\nTop operators by self CPU time (`torch.profiler`, a few steps):\n\n" + _table(
             ["operator", "ms/step", "share", "calls/step"],
             [[f"`{o['op']}`", num(o["self_ms_per_step"], 2), f"{100 * o['share']:.1f}%", num(o["calls_per_step"], 0)] for o in prof["top_ops"]]))
+    if gpu_details:
+        parts.append(gpu_details)
     book = report.get("book") or {}
     rows = []
     for profile in ("cpu", "smoke"):
         b = book.get(profile) or {}
         rows.append([profile, "not measured" if b.get("total_seconds") is None else f"{b['total_seconds'] / 60:.1f} min",
-                     b.get("source", ""), b.get("how", "")])
+                     code_flags(b.get("source", "")), f"`{b['how']}`" if b.get("how") else ""])
+    gpu_book = _get(report, "gpu", "book", "gpu") or {}
+    rows.append(["gpu", "not measured" if gpu_book.get("total_seconds") is None else f"{gpu_book['total_seconds'] / 60:.1f} min",
+                 code_flags(gpu_book.get("source", "")) or "not measured",
+                 "`python -m bench.run --device cuda --with-book` (or `python scripts/run_notebooks.py --profile gpu --out DIR --times FILE`)"])
     parts.append("# Executing the book\n\n" + _table(["profile", "wall time", "source", "how to measure"], rows))
     parts.append("# How model FLOPs are counted\n\n```text\n" + report.get("formula", "") + "\n```")
     if figs:

@@ -66,9 +66,10 @@ def task_schedule(batches: Mapping[str, int], strategy: str = "proportional", te
 
 
 def make_loader(rows: Sequence[dict], collate, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
-                lengths: Sequence[int] | None = None) -> DataLoader:
+                lengths: Sequence[int] | None = None, pin_memory: bool = False) -> DataLoader:
     """A loader with its own generator (a DataLoader without one draws from the global RNG and shifts
-    dropout); `lengths` turns on length-grouped batches (similar lengths, little padding)."""
+    dropout); `lengths` turns on length-grouped batches (similar lengths, little padding);
+    `pin_memory` puts batches in page-locked memory, so a non-blocking copy to a GPU overlaps compute."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     sampler = None
     if shuffle and lengths is not None:
@@ -76,7 +77,7 @@ def make_loader(rows: Sequence[dict], collate, batch_size: int, shuffle: bool, g
 
         sampler = LengthGroupedSampler(batch_size, lengths=list(lengths), generator=generator)
     return DataLoader(list(rows), batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      generator=generator, collate_fn=collate)
+                      generator=generator, collate_fn=collate, pin_memory=pin_memory)
 
 
 class TokenizedTasks:

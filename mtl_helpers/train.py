@@ -64,6 +64,7 @@ class TrainConfig:
     progress: bool = True
     checkpoint_path: str | None = None
     sync_every: int = 1  # steps between reading the loss on the host; >1 needs a fused optimizer
+    compile: bool = False  # torch.compile the model in place (nn.Module.compile): fused kernels, a slow first step
 
     def __post_init__(self) -> None:
         problems = [msg for msg in (self._check(f.name) for f in fields(self)) if msg]
@@ -97,6 +98,7 @@ class TrainConfig:
             "seed": (count(value) and value >= 0, "an integer >= 0"),
             "device": (isinstance(value, str) and (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")), "'auto', 'cpu', 'cuda' or 'cuda:N'"),
             "sync_every": (count(value) and value >= 1, "an integer >= 1"),
+            "compile": (isinstance(value, bool), "True or False"),
         }
         if name in rules and not rules[name][0]:
             return f"{name}={value!r} (allowed: {rules[name][1]})"
@@ -147,6 +149,8 @@ class Trainer:
         self._check_model()
         self.device = pick_device(self.config.device)
         self.model.to(self.device)
+        if self.config.compile:  # in place: model(task, batch) runs the compiled forward; freezing still works on it.
+            self.model.compile(dynamic=True)  # dynamic padding changes the length every batch: one graph for all
         self.rates = discriminative_rates(model, self.config.lr, self.config.factor, self.config.backbone_lr)
         self.rate_scale = 1.0
         self.tokenized = TokenizedTasks(self.tasks, tokenizer, self.config.max_length, self.config.padding)
@@ -395,7 +399,12 @@ class Trainer:
         rows = self.data.rows(task, split)
         lengths = self.data.lengths(rows) if shuffle and self.config.bucket_by_length else None
         return make_loader(rows, self.data.collator(task), self.config.batch_size if shuffle else self.config.eval_batch_size,
-                           shuffle, generator, lengths)
+                           shuffle, generator, lengths, pin_memory=self.pin_memory)
+
+    @property
+    def pin_memory(self) -> bool:
+        """Whether the trainer's loaders pin their batches: on a CUDA device, so copies are asynchronous."""
+        return self.device.type == "cuda"
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_outcomes(self, split: str = "validation", tasks: Iterable[str] | None = None) -> dict[str, TaskEvaluation]:
@@ -409,7 +418,8 @@ class Trainer:
                 continue
             rows = self.data.rows(name, split)
             order = self._eval_order(rows)
-            loader = make_loader([rows[i] for i in order], self.data.collator(name), self.config.eval_batch_size, False)
+            loader = make_loader([rows[i] for i in order], self.data.collator(name), self.config.eval_batch_size, False,
+                                 pin_memory=self.pin_memory)
             result = evaluate_task(self.model, self.tasks[name], split, loader, self.device, self._autocast_factory())
             restored = np.empty_like(result.outcomes)
             restored[order] = result.outcomes  # back to the split's own row order: runs stay comparable

@@ -4,6 +4,7 @@ No timing assertions: the quick suite runs on a tiny random model and only its s
 """
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -13,8 +14,8 @@ import torch
 from transformers import BertConfig
 
 from bench import flops
-from bench.report import evaluate_targets, markdown, render
-from bench.run import SECTIONS, TARGETS, run_all
+from bench.report import code_flags, evaluate_targets, markdown, render
+from bench.run import SECTIONS, TARGETS, main, run_all
 
 from conftest import MACHINE_PATH, data_dir
 
@@ -43,7 +44,50 @@ def test_step_flops_rejects_a_bad_layer_count():
 
 def test_matmul_reference_is_positive():
     out = flops.matmul_flops(sizes=(64,), reps=2, warmup=1)
-    assert set(out) == {"fp32", "bf16"} and all(v["best"] > 0 for v in out.values())
+    assert {"fp32", "bf16"} <= set(out) and all(out[d]["best"] > 0 for d in ("fp32", "bf16"))
+    assert out["device"] == "cpu" and out["fp32_matmul_precision"] in ("highest", "high", "medium")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_matmul_reference_on_cuda():
+    out = flops.matmul_flops(sizes=(256,), reps=3, warmup=1, device="cuda")
+    assert out["device"] == "cuda" and all(out[d]["best"] > 0 for d in ("fp32", "bf16"))
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def private_uses(source: str) -> list[str]:
+    """Underscore names a benchmark file reaches into: `x._name` on anything but its own `self`/`cls`,
+    and `_name` imported from mtl_helpers (dunders such as __doc__ are public)."""
+    found = []
+    private = lambda name: name.startswith("_") and not (name.startswith("__") and name.endswith("__"))  # noqa: E731
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mtl_helpers":
+            found += [f"line {node.lineno}: {node.module}.{a.name}" for a in node.names if private(a.name)]
+            found += [f"line {node.lineno}: {node.module}" for part in node.module.split(".") if private(part)]
+        elif isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: {a.name}" for a in node.names
+                      if a.name.split(".")[0] == "mtl_helpers" and any(private(p) for p in a.name.split("."))]
+    return found
+
+
+def test_the_benchmark_uses_only_public_names():
+    files = sorted(BENCH.glob("*.py"))
+    assert {"run.py", "worker.py", "report.py", "flops.py"} <= {f.name for f in files}
+    problems = {f.name: private_uses(f.read_text()) for f in files}
+    assert not any(problems.values()), problems
+
+
+def test_the_private_name_check_catches_what_it_should():
+    assert private_uses("trainer._step(task, batch)") == ["line 1: ._step"]
+    assert private_uses("from mtl_helpers.train import _to, Trainer")
+    assert private_uses("import mtl_helpers._secret")
+    assert private_uses("x = trainer.data._rows")
+    assert not private_uses("self._cache = 1\nfrom .flops import __doc__ as f\ntrainer.data.rows('a', 'train')")
 
 
 def _fake_report(**over) -> dict:
@@ -57,15 +101,41 @@ def _fake_report(**over) -> dict:
         "padding": {"dynamic": scen(100, 0.3, 50e9), "max_length": scen(20, 1.5, 60e9), "stats": {"dynamic": {"useful_fraction": 0.6}}},
         "hf_trainer": {"ours": {"examples_per_s": 100}, "hf": {"examples_per_s": 90}},
         "book": {"cpu": {"total_seconds": 1000}, "smoke": {"total_seconds": None}},
+        "gpu": fake_gpu("cpu"),
     }
     report.update(over)
     return report
 
 
+def fake_gpu(device: str, ours=(1000, 1800, 4000, 7000), hf=(700, 1200, 3000, 5000), mfu=0.2) -> dict:
+    """A GPU section: rows (batch 32, 256) x (fp32, bf16); examples/s of ours and of Hugging Face."""
+    rows, i = [], 0
+    for bs in (32, 256):
+        for precision in ("fp32", "bf16"):
+            o = {"examples_per_s": ours[i], "mean_padded_len": 30.0, "flops_per_s": 1e12, "epoch_seconds": 1.0, "peak_memory_mb": 900.0}
+            h = {"examples_per_s": hf[i], "mean_padded_len": 30.0, "epoch_seconds": 1.2}
+            rows.append({"batch_size": bs, "precision": precision, "ours": o, "hf": h, "ratio": ours[i] / hf[i]})
+            i += 1
+    return {"meta": {"device_type": device, "device_name": "NVIDIA H100 80GB HBM3" if device == "cuda" else "Some CPU (CPU, 2 torch threads)",
+                     "batch_sizes": [32, 256], "n_train": 16000, "model": "minilm", "warmup_steps": 5, "mode": "full",
+                     "options": {"sync_every": 50, "tf32": device == "cuda", "compile": False, "bucket": True}},
+            "rows": rows, "reference": {"bf16": {"best": 5e14}, "fp32": {"best": 2e14}},
+            "mfu": {"batch_size": 256, "precision": "bf16", "flops_per_s": mfu * 5e14, "matmul_bf16_best": 5e14, "fraction": mfu},
+            "ablations": [{"option": "sync_every", "change": "sync_every=1", "precision": "bf16", "batch_size": 256,
+                           "examples_per_s": 5000, "baseline_examples_per_s": 7000, "speedup_of_option": 1.4}],
+            "profile": {"batch_size": 256, "precision": "bf16", "phase_seconds": {"data": 0.002, "forward": 0.01},
+                        "device_phase_seconds": {"data": 0.0001, "forward": 0.009}, "host_step_seconds": 0.012,
+                        "device_step_seconds": 0.0091, "device_busy_fraction": 0.55, "top_ops": [
+                            {"op": "aten::mm", "self_ms_per_step": 3.0, "share": 0.3, "calls_per_step": 40}],
+                        "top_kernels": [{"kernel": "void cutlass::Kernel2<cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_32x6_tn_align8>(T1::Params)",
+                                         "self_ms_per_step": 2.0, "share": 0.2, "calls_per_step": 12}]},
+            "why": {"sync_every": "fewer host reads (--device cuda)"}}
+
+
 def test_targets_pass_miss_and_not_measured():
     rows = {r["target"]: r for r in evaluate_targets(_fake_report())}
     status = [r["status"] for r in rows.values()]
-    assert len(rows) == 7 and set(status) <= {"PASS", "MISS", "N/A"}
+    assert len(rows) == len(TARGETS) == 10 and set(status) <= {"PASS", "MISS", "N/A"}
     by = lambda word: next(r for t, r in rows.items() if word in t)  # noqa: E731
     assert by("cached")["status"] == "PASS"  # 400 -> 40000 examples/s: 100x
     assert by("dynamic")["status"] == "PASS"
@@ -77,6 +147,28 @@ def test_targets_pass_miss_and_not_measured():
     slow = _fake_report(hf_trainer={"ours": {"examples_per_s": 50}, "hf": {"examples_per_s": 100}})
     miss = next(r for r in evaluate_targets(slow) if "Hugging Face" in r["target"])
     assert miss["status"] == "MISS" and miss["why"]
+    assert by("cpu profile")["threshold"] == "<= 60 min"
+
+
+def test_gpu_targets_are_not_applicable_without_a_gpu():
+    gpu = [r for r in evaluate_targets(_fake_report()) if r["target"].startswith("GPU")]
+    assert len(gpu) == 3 and all(r["status"] == "N/A" and r["why"].startswith("no GPU in this run") for r in gpu)
+    assert all(r["status"] == "N/A" for r in evaluate_targets(_fake_report(gpu=None)) if r["target"].startswith("GPU"))
+
+
+def test_gpu_targets_on_a_gpu_pass_or_say_by_how_much_and_why():
+    rows = {r["target"]: r for r in evaluate_targets(_fake_report(gpu=fake_gpu("cuda")))}
+    by = lambda word: next(r for t, r in rows.items() if t.startswith("GPU") and word in t)  # noqa: E731
+    assert by("bf16 vs fp32")["status"] == "PASS"  # 7000 / 4000 = 1.75x
+    assert by("Hugging Face")["status"] == "PASS"  # lowest 1.33x
+    assert by("matmul")["status"] == "PASS" and by("matmul")["measured"].startswith("20.0%")
+    slow = fake_gpu("cuda", ours=(1000, 1800, 4000, 5000), hf=(700, 1700, 3000, 4500), mfu=0.04)
+    rows = {r["target"]: r for r in evaluate_targets(_fake_report(gpu=slow))}
+    assert by("bf16 vs fp32")["status"] == "MISS" and "1.25x" in by("bf16 vs fp32")["why"] and "0.25x short" in by("bf16 vs fp32")["why"]
+    hf = by("Hugging Face")
+    assert hf["status"] == "MISS" and "batch 32 bf16: 1.06x (0.14x short)" in hf["why"] and "host-bound" in hf["why"]
+    assert "batch 32 fp32" not in hf["why"]  # 1.43x: not short
+    assert by("matmul")["status"] == "MISS" and "6.0 percentage points short" in by("matmul")["why"] and "busy 55%" in by("matmul")["why"]
 
 
 def _check_markdown(text: str, folder: Path, prefix: str) -> None:
@@ -96,6 +188,8 @@ def _check_markdown(text: str, folder: Path, prefix: str) -> None:
                 i += 1
         i += 1
     assert text.count("```") % 2 == 0
+    prose = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", text, flags=re.S))
+    assert not re.search(r"(?<![\w-])--[a-z]", prose), "command-line flags are written as code: " + str(re.findall(r".{30}--[a-z].{10}", prose)[:3])
     for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert path.startswith(prefix) and not Path(path).is_absolute()
         assert (folder / path[len(prefix):]).is_file()
@@ -108,14 +202,35 @@ def test_markdown_of_a_partial_report_is_well_formed(tmp_path):
     text = markdown(report, [])
     _check_markdown(text, tmp_path, "_generated/")
     assert "MISS" not in text.split("# Machine")[0] or "PASS" in text
+    assert "Device: Some CPU (CPU, 2 torch threads)" in text and "GPU figures pending" in text
+
+
+def test_markdown_names_the_gpu_and_sets_the_gpu_table_beside_the_cpu_one(tmp_path):
+    report = _fake_report(gpu=fake_gpu("cuda"))
+    report["meta"].update(cpu_model="Some CPU", torch_threads=2)
+    report["targets"] = evaluate_targets(report)
+    text = markdown(report, [])
+    _check_markdown(text, tmp_path, "_generated/")
+    headings = [l for l in text.splitlines() if l.startswith("# ")]
+    cpu = headings.index("# Against Hugging Face Trainer on the CPU")
+    assert headings[cpu + 1] == "# On the GPU: this package against Hugging Face Trainer"
+    assert "Device: NVIDIA H100 80GB HBM3" in text and "Device: Some CPU (CPU, 2 torch threads)" in text
+    assert "GPU figures pending" not in text and "| 256 | bf16 | 7,000 | 5,000 | 1.40x |" in text
+    assert ". .devpack/setup.sh && python -m bench.run --device cuda" in text
+
+
+def test_flags_become_code():
+    assert code_flags("run by this suite (--with-book)") == "run by this suite (`--with-book`)"
+    assert code_flags("`--quick` and --device cuda") == "`--quick` and `--device` cuda"
 
 
 @pytest.fixture(scope="module")
 def quick_report():
     data_dir()
     threads = torch.get_num_threads()
+    earlier = {"meta": {"mode": "full"}, "scenarios": {}, "gpu": fake_gpu("cuda")}  # a quick run keeps nothing from it
     try:
-        yield run_all(quick=True, in_process=True, log=lambda *a: None)
+        yield run_all(quick=True, in_process=True, device="cpu", previous=earlier, log=lambda *a: None)
     finally:
         torch.set_num_threads(threads)
 
@@ -134,3 +249,81 @@ def test_quick_suite_has_every_section(quick_report, tmp_path):
     render(quick_report, md)
     _check_markdown(md.read_text(), md.parent, "_generated/")
     assert len(list(md.parent.glob("*.png"))) >= 1
+
+
+def test_quick_gpu_section_runs_the_gpu_path_on_the_cpu(quick_report):
+    gpu = quick_report["gpu"]
+    assert gpu["meta"]["device_type"] == "cpu" and "CPU" in gpu["meta"]["device_name"] and not gpu["meta"].get("carried")
+    assert [(r["batch_size"], r["precision"]) for r in gpu["rows"]] == [(8, "fp32"), (8, "bf16"), (32, "fp32"), (32, "bf16")]
+    for row in gpu["rows"]:
+        ours = row["ours"]
+        assert ours["examples_per_s"] > 0 and ours["sync_every"] == 50 and ours["bucket_by_length"] and ours["pin_memory"] is False
+        assert ours["steps"] == -(-96 // row["batch_size"]) and ours["fused_adamw"]
+        if row["hf"] is not None:  # transformers.Trainer needs accelerate
+            assert row["hf"]["steps"] == ours["steps"] and row["ratio"] > 0 and row["hf"]["sampling"] == "length-grouped"
+    assert {a["option"] for a in gpu["ablations"]} == {"sync_every", "bucket_by_length"}
+    assert gpu["mfu"]["fraction"] > 0 and gpu["reference"]["bf16"]["best"] > 0
+    assert set(gpu["eval_batches"]) >= {"16", "64"} and gpu["profile"]["phase_seconds"]["forward"] > 0
+    assert set(gpu["why"]) >= {"sync_every", "pin_memory", "tf32", "compile", "bucket_by_length", "fused_adamw"}
+    gpu_rows = [t for t in quick_report["targets"] if t["target"].startswith("GPU")]
+    assert len(gpu_rows) == 3 and all(t["status"] == "N/A" and "no GPU in this run" in t["why"] for t in gpu_rows)
+
+
+def test_render_only_rewrites_the_page_from_a_report(quick_report, tmp_path):
+    source, out, md = tmp_path / "in.json", tmp_path / "out.json", tmp_path / "_generated" / "benchmarks.md"
+    source.write_text(json.dumps(quick_report))
+    assert main(["--render-only", str(source), "--out", str(out), "--md", str(md)]) == 0
+    assert json.loads(out.read_text())["gpu"]["rows"] == quick_report["gpu"]["rows"]
+    _check_markdown(md.read_text(), md.parent, "_generated/")
+
+
+def test_the_committed_page_is_well_formed_and_matches_the_targets():
+    """The book's appendix page as committed: tables, figures, no machine paths, flags as code; its
+    targets are the ones the code evaluates from the committed report."""
+    root = BENCH.parent
+    page = root / "book" / "_generated" / "benchmarks.md"
+    text = page.read_text()
+    _check_markdown(text, page.parent, "_generated/")
+    report = json.loads((root / "bench" / "report.json").read_text())
+    assert report["targets"] == evaluate_targets(report), "re-render: python -m bench.run --render-only bench/report.json"
+    assert not MACHINE_PATH.search(json.dumps(report))
+    for row in report["targets"]:
+        assert f"| {row['target']} | {row['threshold']} |" in text
+    assert "# Running the GPU benchmark" in text and "# On the GPU: this package against Hugging Face Trainer" in text
+
+
+def test_a_run_on_one_device_keeps_what_the_report_measured_on_the_other(monkeypatch):
+    import bench.run as run
+
+    calls: list[str] = []
+
+    def cpu_suite(*args, **kwargs):
+        calls.append("cpu")
+        return {"meta": {"mode": "full"}, "scenarios": {"new": 1}}
+
+    def gpu_section(quick, device, *args, **kwargs):
+        calls.append(f"gpu:{device}")
+        return {"meta": {"device_type": device}}
+
+    monkeypatch.setattr(run, "run_cpu_suite", cpu_suite)
+    monkeypatch.setattr(run, "run_gpu_section", gpu_section)
+    monkeypatch.setattr(run, "resolve_device", lambda name: name)
+    quiet = lambda *a: None  # noqa: E731
+    cpu_report = {"meta": {"mode": "full"}, "scenarios": {"old": 1}, "reference": {}, "gpu": {"meta": {"device_type": "cpu"}}}
+    gpu_report = {**cpu_report, "gpu": {"meta": {"device_type": "cuda"}, "rows": []}}
+
+    report = run.run_all(device="cuda", previous=cpu_report, log=quiet)
+    assert calls == ["gpu:cuda"] and report["scenarios"] == {"old": 1} and "--device cuda" in report["meta"]["carried"]
+    calls.clear()
+    report = run.run_all(device="cuda", previous=cpu_report, cpu_suite=True, log=quiet)
+    assert calls == ["cpu", "gpu:cuda"] and report["scenarios"] == {"new": 1}
+    calls.clear()
+    report = run.run_all(device="cuda", previous={**cpu_report, "meta": {"mode": "quick"}}, log=quiet)
+    assert calls == ["cpu", "gpu:cuda"]  # a quick report's CPU sections are not kept
+    calls.clear()
+    report = run.run_all(device="cpu", previous=gpu_report, log=quiet)
+    assert calls == ["cpu"] and report["gpu"]["meta"]["device_type"] == "cuda" and report["gpu"]["meta"]["carried"]
+    calls.clear()
+    run.run_all(device="cpu", previous=gpu_report, fresh=True, log=quiet)
+    run.run_all(device="cpu", previous=cpu_report, log=quiet)  # a CPU stand-in is measured again, not kept
+    assert calls == ["cpu", "gpu:cpu", "cpu", "gpu:cpu"]
