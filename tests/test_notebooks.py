@@ -2,6 +2,7 @@
 end to end with papermill in the smoke profile, in book order."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -24,6 +25,14 @@ def results_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("results")
 
 
+def load_runner():
+    """scripts/run_notebooks.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_there_are_six_chapters():
     assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
 
@@ -39,6 +48,34 @@ def test_stored_notebook_is_clean(path):
     assert len(parameters) == 1 and 'profile = "cpu"' in parameters[0].source
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert images >= 1, "every chapter shows at least one figure"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_injected_parameters_cell(path):
+    """papermill's injected cell would run after `parameters` and undo a Colab reader's edits."""
+    nb = nbformat.read(path, as_version=4)
+    injected = [i for i, c in enumerate(nb.cells) if "injected-parameters" in c.metadata.get("tags", [])]
+    assert not injected, f"cells {injected} are papermill's injected parameters: python scripts/run_notebooks.py --strip-only"
+
+
+def test_runner_strips_injected_parameters_and_progress_bars(tmp_path):
+    runner = load_runner()
+    nb = nbformat.v4.new_notebook()
+    parameters = nbformat.v4.new_code_cell('profile = "cpu"', metadata={"tags": ["parameters"]})
+    injected = nbformat.v4.new_code_cell('# Parameters\nprofile = "smoke"\n', metadata={"tags": ["injected-parameters"]})
+    work = nbformat.v4.new_code_cell("train()")
+    work.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="epoch 1:  40%|####  | 40/100 [00:02<00:03, 9.9it/s]\r"),
+        nbformat.v4.new_output("stream", name="stdout", text="done\n"),
+    ]
+    nb.cells = [parameters, injected, work]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert runner.clean_notebook(path) == {"progress-bar outputs": 1, "injected-parameters cells": 1}
+    cleaned = nbformat.read(path, as_version=4)
+    assert [c.source for c in cleaned.cells] == [parameters.source, work.source]
+    assert [o.get("text") for o in cleaned.cells[1].outputs] == ["done\n"]
+    assert runner.clean_notebook(path) == {"progress-bar outputs": 0, "injected-parameters cells": 0}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
