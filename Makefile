@@ -31,6 +31,8 @@ test: unit nbval book browser
 unit: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -m "not browser"
 
+# --nbval-lax: run every cell, compare the outputs of the cells tagged nbval-check-output only
+# (nbval reads its cell tags: nbval-check-output, nbval-ignore-output, nbval-skip).
 nbval: $(STAMP)
 	rm -rf $(SCRATCH)/nbval
 	HF_HUB_OFFLINE=1 MTL_PROFILE=smoke MTL_RESULTS_DIR=$(SCRATCH)/nbval \

@@ -7,7 +7,9 @@
 After each run the notebook is cleaned: stored progress-bar frames are dropped, and so is the
 "injected-parameters" cell papermill adds after the `parameters` cell. Left in place, that cell
 would run after the `parameters` cell and undo a Colab reader's edits to it; the parameters of
-the run stay recorded in the notebook's metadata (papermill.parameters).
+the run stay recorded in the notebook's metadata (papermill.parameters). nbval's comment markers
+(`# NBVAL_CHECK_OUTPUT` ...), which would show on the rendered page, become the equivalent cell
+tags (`nbval-check-output` ...), which nbval reads as well and the page does not show.
 """
 from __future__ import annotations
 
@@ -60,10 +62,43 @@ def strip_injected_parameters(nb) -> int:
     return removed
 
 
+# nbval's comment markers and the cell tags it reads as the same thing (nbval/plugin.py: metadata_tags)
+NBVAL_MARKERS = {
+    "NBVAL_CHECK_OUTPUT": "nbval-check-output",
+    "NBVAL_IGNORE_OUTPUT": "nbval-ignore-output",
+    "NBVAL_SKIP": "nbval-skip",
+    "NBVAL_RAISES_EXCEPTION": "nbval-raises-exception",
+}
+
+
+def nbval_comments_to_tags(nb) -> int:
+    """Replace each `# NBVAL_...` comment line of a code cell by nbval's equivalent cell tag."""
+    moved = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for line in cell.source.split("\n"):
+            marker = line.strip().lstrip("#").strip()
+            if line.strip().startswith("#") and marker in NBVAL_MARKERS:
+                tags = cell.metadata.setdefault("tags", [])
+                if NBVAL_MARKERS[marker] not in tags:
+                    tags.append(NBVAL_MARKERS[marker])
+                moved += 1
+            else:
+                kept.append(line)
+        cell.source = "\n".join(kept)
+    return moved
+
+
 def clean_notebook(path: Path) -> dict:
-    """Clean a stored notebook in place; returns what was removed. Writes only when something was."""
+    """Clean a stored notebook in place; returns what was changed. Writes only when something was."""
     nb = nbformat.read(path, as_version=4)
-    removed = {"progress-bar outputs": strip_progress_bars(nb), "injected-parameters cells": strip_injected_parameters(nb)}
+    removed = {
+        "progress-bar outputs removed": strip_progress_bars(nb),
+        "injected-parameters cells removed": strip_injected_parameters(nb),
+        "NBVAL comments made tags": nbval_comments_to_tags(nb),
+    }
     if any(removed.values()):
         nbformat.write(nb, path)
     return removed
@@ -83,7 +118,7 @@ def main() -> int:
     if args.strip_only:
         for name in names:
             removed = clean_notebook(Path("notebooks") / Path(name).name)
-            print(f"{name}: removed " + ", ".join(f"{n} {what}" for what, n in removed.items()))
+            print(f"{name}: " + ", ".join(f"{n} {what}" for what, n in removed.items()))
         return 0
     times = {}
     for name in names:

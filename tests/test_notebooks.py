@@ -68,14 +68,32 @@ def test_runner_strips_injected_parameters_and_progress_bars(tmp_path):
         nbformat.v4.new_output("stream", name="stderr", text="epoch 1:  40%|####  | 40/100 [00:02<00:03, 9.9it/s]\r"),
         nbformat.v4.new_output("stream", name="stdout", text="done\n"),
     ]
-    nb.cells = [parameters, injected, work]
+    checked = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nsummary()")
+    nb.cells = [parameters, injected, work, checked]
     path = tmp_path / "nb.ipynb"
     nbformat.write(nb, path)
-    assert runner.clean_notebook(path) == {"progress-bar outputs": 1, "injected-parameters cells": 1}
+    changed = runner.clean_notebook(path)
+    assert changed == {"progress-bar outputs removed": 1, "injected-parameters cells removed": 1, "NBVAL comments made tags": 1}
     cleaned = nbformat.read(path, as_version=4)
-    assert [c.source for c in cleaned.cells] == [parameters.source, work.source]
+    assert [c.source for c in cleaned.cells] == [parameters.source, work.source, "summary()"]
     assert [o.get("text") for o in cleaned.cells[1].outputs] == ["done\n"]
-    assert runner.clean_notebook(path) == {"progress-bar outputs": 0, "injected-parameters cells": 0}
+    assert cleaned.cells[2].metadata["tags"] == ["nbval-check-output"]
+    assert not any(runner.clean_notebook(path).values())
+
+
+def test_nbval_markers_are_tags_not_comments():
+    """`# NBVAL_CHECK_OUTPUT` would show on the page; nbval reads the cell tag just the same."""
+    import nbval.plugin
+
+    tagged = 0
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            assert "NBVAL" not in cell.source, f"{path.name} cell {i}: python scripts/run_notebooks.py --strip-only"
+            tags = [t for t in cell.metadata.get("tags", []) if t.startswith("nbval")]
+            assert all(t in nbval.plugin.metadata_tags for t in tags), f"{path.name} cell {i}: unknown nbval tag {tags}"
+            tagged += "nbval-check-output" in tags
+    assert tagged >= 1, "no cell carries the nbval-check-output tag: `make nbval` would compare nothing"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
