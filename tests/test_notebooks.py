@@ -8,7 +8,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
 from conftest import MACHINE_PATH
 
@@ -94,14 +93,6 @@ def test_nbval_markers_are_tags_not_comments():
             assert all(t in nbval.plugin.metadata_tags for t in tags), f"{path.name} cell {i}: unknown nbval tag {tags}"
             tagged += "nbval-check-output" in tags
     assert tagged >= 1, "no cell carries the nbval-check-output tag: `make nbval` would compare nothing"
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_colab_setup_installs_from_the_configured_repository(path):
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    url = config["repository"]["url"].rstrip("/")
-    setup = nbformat.read(path, as_version=4).cells[1].source
-    assert f"git+{url}@main" in setup and 'find_spec("mtl_helpers") is None' in setup
 
 
 @pytest.mark.slow
