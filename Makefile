@@ -48,7 +48,7 @@ nbval: $(STAMP)
 # book/_ext/link_policy.py), then every relative link and #anchor of the built HTML.
 linkcheck: $(STAMP)
 	bash scripts/fetch_mathjax.sh
-	$(BIN)/jupyter-book build . --builder linkcheck --warningiserror --nitpick --keep-going
+	$(BIN)/jupyter-book build . --builder custom --custom-builder linkcheck --warningiserror --nitpick --keep-going
 	$(BIN)/python scripts/check_links.py _build/html
 
 # MTL_CHROMIUM and MTL_CHROMEDRIVER name a browser and its driver (CI); otherwise Debian's chromium.
