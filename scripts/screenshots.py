@@ -11,6 +11,7 @@ chromedriver come from MTL_CHROMIUM / MTL_CHROMEDRIVER, else from PATH (Debian's
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import shutil
 import sys
@@ -50,6 +51,8 @@ def pages_of(html: Path) -> list[str]:
         rel = path.relative_to(html).with_suffix("")
         if rel.parts[0].startswith("_") or str(rel) in skip:
             continue
+        if 'http-equiv="Refresh"' in path.read_text(encoding="utf8", errors="ignore")[:500]:
+            continue  # a redirect (index.html -> the root page)
         names.append(str(rel))
     return names
 
@@ -89,15 +92,24 @@ def shoot(driver, url: str, out: Path, width: int) -> dict:
         "  i.onload = r; i.onerror = r; }))]), new Promise((r) => setTimeout(r, 15000))]).then(() => done());"
     )
     overflow = driver.execute_script(OVERFLOW_JS)
-    height = driver.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
-    # Full page: Chrome DevTools' device metrics, so that fixed headers are drawn once.
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": width, "height": int(height), "deviceScaleFactor": 1, "mobile": width < 600})
+    # No transitions: capturing beyond the viewport resizes it, and the theme's sidebar would
+    # otherwise be photographed halfway through sliding back in; and the sidebar, which the theme
+    # scrolls to the current chapter, shown from its top.
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const style = document.createElement('style');"
+        "style.textContent = '*, *::before, *::after { transition: none !important; animation: none !important; }';"
+        "document.head.appendChild(style); window.scrollTo(0, 0);"
+        "document.querySelectorAll('*').forEach((e) => { if (e.scrollTop) e.scrollTop = 0; });"  # the sidebar
+        "requestAnimationFrame(() => requestAnimationFrame(() => done()));"
+    )
+    # The whole page, not just the window: capture beyond the viewport, clipped to the content.
+    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    size = metrics.get("cssContentSize") or metrics["contentSize"]
+    clip = {"x": 0, "y": 0, "width": width, "height": size["height"], "scale": 1}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot",
+                                  {"format": "png", "captureBeyondViewport": True, "clip": clip})
     out.parent.mkdir(parents=True, exist_ok=True)
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
-    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-    import base64
-
     out.write_bytes(base64.b64decode(shot["data"]))
     return overflow
 
