@@ -9,14 +9,20 @@ SHARED_DATA := $(abspath ../shared/data)
 export MTL_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 SCRATCH := $(CURDIR)/.scratch
+# Where `make install` takes torch from. Empty: the indexes pip is set up with. On PyPI,
+# torch==2.13.0 for Linux x86_64 is the CUDA build (several GB of CUDA libraries); a machine
+# without a GPU takes the CPU build with  make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (the GitHub workflows do).
+TORCH_INDEX ?=
+TORCH := torch==2.13.0
 
-.PHONY: install book test unit notebooks-smoke nbval browser notebooks bench clean
+.PHONY: install book test unit notebooks-smoke nbval linkcheck browser notebooks bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned to the CPU wheel: an unpinned torch pulls several GB of CUDA packages
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# torch first, pinned, from TORCH_INDEX when set: an unpinned torch pulls another build
+	$(BIN)/python -m pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[model,book,test]"
 	touch $(STAMP)
 
@@ -26,18 +32,28 @@ book: $(STAMP)
 	bash scripts/fetch_mathjax.sh
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
-test: unit nbval book browser
+test: unit nbval book linkcheck browser
 
 unit: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -m "not browser"
 
+# --nbval-lax: run every cell, compare the outputs of the cells tagged nbval-check-output only
+# (nbval reads its cell tags: nbval-check-output, nbval-ignore-output, nbval-skip).
 nbval: $(STAMP)
 	rm -rf $(SCRATCH)/nbval
 	HF_HUB_OFFLINE=1 MTL_PROFILE=smoke MTL_RESULTS_DIR=$(SCRATCH)/nbval \
 	  $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
+# Links: Sphinx's linkcheck (local files always; http(s) only with MTL_LINKCHECK_EXTERNAL=1, see
+# book/_ext/link_policy.py), then every relative link and #anchor of the built HTML.
+linkcheck: $(STAMP)
+	bash scripts/fetch_mathjax.sh
+	$(BIN)/jupyter-book build . --builder custom --custom-builder linkcheck --warningiserror --nitpick --keep-going
+	$(BIN)/python scripts/check_links.py _build/html
+
+# MTL_CHROMIUM and MTL_CHROMEDRIVER name a browser and its driver (CI); otherwise Debian's chromium.
 browser: $(STAMP)
-	bash scripts/ensure_chromium.sh
+	$(if $(MTL_CHROMIUM),,bash scripts/ensure_chromium.sh)
 	$(BIN)/python -m pytest tests/test_book.py -m browser
 
 # Re-execute every notebook in place with the cpu profile: the stored outputs the book shows.

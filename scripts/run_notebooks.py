@@ -2,6 +2,14 @@
 
     python scripts/run_notebooks.py --profile cpu            # re-executes notebooks/ in place
     python scripts/run_notebooks.py --profile smoke --out DIR
+    python scripts/run_notebooks.py --strip-only             # only clean the stored notebooks
+
+After each run the notebook is cleaned: stored progress-bar frames are dropped, and so is the
+"injected-parameters" cell papermill adds after the `parameters` cell. Left in place, that cell
+would run after the `parameters` cell and undo a Colab reader's edits to it; the parameters of
+the run stay recorded in the notebook's metadata (papermill.parameters). nbval's comment markers
+(`# NBVAL_CHECK_OUTPUT` ...), which would show on the rendered page, become the equivalent cell
+tags (`nbval-check-output` ...), which nbval reads as well and the page does not show.
 """
 from __future__ import annotations
 
@@ -32,16 +40,67 @@ def is_progress_output(output: dict) -> bool:
     return bool(segments) and all(PROGRESS_FRAME.match(p) for p in segments)
 
 
-def strip_progress_bars(path: Path) -> int:
+INJECTED_TAG = "injected-parameters"  # papermill's tag for the cell it adds
+
+
+def strip_progress_bars(nb) -> int:
     """Drop stored progress-bar frames: readers see the bars live, the stored notebook stays clean."""
-    nb = nbformat.read(path, as_version=4)
     removed = 0
     for cell in nb.cells:
         if cell.cell_type == "code":
             kept = [o for o in cell.outputs if not is_progress_output(o)]
             removed += len(cell.outputs) - len(kept)
             cell.outputs = kept
-    nbformat.write(nb, path)
+    return removed
+
+
+def strip_injected_parameters(nb) -> int:
+    """Drop papermill's injected-parameters cells (and nothing else)."""
+    kept = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
+    removed = len(nb.cells) - len(kept)
+    nb.cells = kept
+    return removed
+
+
+# nbval's comment markers and the cell tags it reads as the same thing (nbval/plugin.py: metadata_tags)
+NBVAL_MARKERS = {
+    "NBVAL_CHECK_OUTPUT": "nbval-check-output",
+    "NBVAL_IGNORE_OUTPUT": "nbval-ignore-output",
+    "NBVAL_SKIP": "nbval-skip",
+    "NBVAL_RAISES_EXCEPTION": "nbval-raises-exception",
+}
+
+
+def nbval_comments_to_tags(nb) -> int:
+    """Replace each `# NBVAL_...` comment line of a code cell by nbval's equivalent cell tag."""
+    moved = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for line in cell.source.split("\n"):
+            marker = line.strip().lstrip("#").strip()
+            if line.strip().startswith("#") and marker in NBVAL_MARKERS:
+                tags = cell.metadata.setdefault("tags", [])
+                if NBVAL_MARKERS[marker] not in tags:
+                    tags.append(NBVAL_MARKERS[marker])
+                moved += 1
+            else:
+                kept.append(line)
+        cell.source = "\n".join(kept)
+    return moved
+
+
+def clean_notebook(path: Path) -> dict:
+    """Clean a stored notebook in place; returns what was changed. Writes only when something was."""
+    nb = nbformat.read(path, as_version=4)
+    removed = {
+        "progress-bar outputs removed": strip_progress_bars(nb),
+        "injected-parameters cells removed": strip_injected_parameters(nb),
+        "NBVAL comments made tags": nbval_comments_to_tags(nb),
+    }
+    if any(removed.values()):
+        nbformat.write(nb, path)
     return removed
 
 
@@ -50,14 +109,16 @@ def main() -> int:
     parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
     parser.add_argument("--out", type=Path, help="write executed copies here instead of in place")
     parser.add_argument("--times", type=Path, help="write wall times per notebook (JSON) here")
-    parser.add_argument("--strip-only", action="store_true", help="only remove stored progress-bar frames, run nothing")
+    parser.add_argument("--strip-only", action="store_true",
+                        help="only clean the stored notebooks (progress-bar frames, injected-parameters cells), run nothing")
     parser.add_argument("notebooks", nargs="*", help="notebook names (default: all in notebooks/)")
     args = parser.parse_args()
     os.chdir(ROOT)  # relative paths keep machine paths out of papermill's metadata
     names = args.notebooks or sorted(p.name for p in Path("notebooks").glob("[0-9][0-9]_*.ipynb"))
     if args.strip_only:
         for name in names:
-            print(f"{name}: removed {strip_progress_bars(Path('notebooks') / Path(name).name)} progress-bar outputs")
+            removed = clean_notebook(Path("notebooks") / Path(name).name)
+            print(f"{name}: " + ", ".join(f"{n} {what}" for what, n in removed.items()))
         return 0
     times = {}
     for name in names:
@@ -71,7 +132,7 @@ def main() -> int:
             cwd="notebooks", progress_bar=False, kernel_name="python3",
         )
         times[source.name] = round(time.perf_counter() - started, 1)
-        strip_progress_bars(target)
+        clean_notebook(target)
         print(f"[{args.profile}] {source} done in {times[source.name]} s", flush=True)
     times["total"] = round(sum(times.values()), 1)
     if args.times:

@@ -7,7 +7,13 @@ Two kinds of tests:
 * `@pytest.mark.browser` ones: open every page of an already built book
   (`_build/html`, from `jupyter-book build . -W -n --keep-going`) in headless Chromium
   and check the rendered DOM: a title, the notebook figures loaded, the Colab link, no
-  traceback, no unresolved glue value, math typeset, nothing fetched from the network.
+  traceback, no unresolved glue value, math typeset, nothing fetched from the network;
+  and, at a desktop (1280 px) and a phone (412 px) width: no nbval marker or papermill
+  parameters cell on the page, no horizontal overflow of the page or its article, every
+  image loaded, exactly one search box visible.
+
+The fast ones also cover the book's local extensions (author-year bibliography labels, the
+theme's single search box, the link-check policy) and scripts/check_links.py.
 
 The browser tests skip, with the reason, when the book is not built (or older than its
 sources), or when Chromium / chromedriver / selenium are missing. Set MTL_REQUIRE_BOOK=1
@@ -16,7 +22,9 @@ to turn those skips into failures (CI).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import sys
 import os
 import re
 import shutil
@@ -190,6 +198,89 @@ def test_colab_urls_well_formed():
         match = COLAB_RE.match(url)
         assert match, f"malformed Colab URL for {docname}: {url}"
         assert (ROOT / "notebooks" / f"{match['name']}.ipynb").exists(), url
+
+
+def load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bibliography_is_author_year_like_the_citations():
+    config = load_yaml("_config.yml")["sphinx"]
+    assert config["config"]["bibtex_reference_style"] == "author_year"
+    assert config["config"]["bibtex_default_style"] == "authoryear"
+    assert config["local_extensions"].get("author_year_bibliography") == "book/_ext"
+    from pybtex.database import parse_file
+
+    ext = load_module(ROOT / "book" / "_ext" / "author_year_bibliography.py")
+    entries = parse_file(str(ROOT / "book" / "references.bib")).entries
+    style = ext.AuthorYearStyle()
+    formatted = list(style.format_entries(entries.values()))
+    labels = {entry.key: entry.label for entry in formatted}
+    assert labels["wang2020minilm"] == "Wang et al., 2020"
+    assert labels["li2002trec"] == "Li and Roth, 2002"
+    assert labels["tjongkimsang2003conll"] == "Tjong Kim Sang and De Meulder, 2003"
+    assert len(set(labels.values())) == len(labels), "two entries share a label"
+    assert all(re.search(r", \d{4}[a-z]?$", label) for label in labels.values()), labels
+    keys = [entry.key for entry in formatted]
+    first_author = [labels[k].split(" ")[0].lower() for k in keys]
+    assert first_author == sorted(first_author), f"entries are not ordered by author: {keys}"
+    same = [ext.author_year(e) for e in (entries["wang2019glue"], entries["wang2020minilm"])]
+    assert same == ["Wang et al., 2019", "Wang et al., 2020"]
+
+
+def test_one_search_box_in_the_theme_options():
+    ext = load_module(ROOT / "book" / "_ext" / "reader_layout.py")
+
+    class Config:
+        html_theme_options = {"repository_url": "x"}
+
+    config = Config()
+    ext.theme_options(None, config)
+    assert config.html_theme_options == {"repository_url": "x", "navbar_persistent": []}
+    assert (ROOT / "book" / "_static" / ext.CSS).is_file()
+    assert load_yaml("_config.yml")["sphinx"]["local_extensions"].get("reader_layout") == "book/_ext"
+
+
+def test_linkcheck_skips_external_links_unless_asked(monkeypatch):
+    ext = load_module(ROOT / "book" / "_ext" / "link_policy.py")
+
+    class Config:
+        linkcheck_ignore: list = []
+        linkcheck_anchors = True
+        linkcheck_timeout = None
+        linkcheck_retries = 1
+
+    monkeypatch.delenv("MTL_LINKCHECK_EXTERNAL", raising=False)
+    offline = Config()
+    ext.external_links_policy(None, offline)
+    assert offline.linkcheck_ignore == [ext.EXTERNAL]
+    monkeypatch.setenv("MTL_LINKCHECK_EXTERNAL", "1")
+    online = Config()
+    online.linkcheck_ignore = []
+    ext.external_links_policy(None, online)
+    assert online.linkcheck_ignore == [] and online.linkcheck_anchors and online.linkcheck_retries >= 2
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test:.*\blinkcheck\b", makefile, re.M), "make test does not run the link check"
+
+
+def test_check_links_finds_missing_files_and_anchors(tmp_path):
+    checker = load_module(ROOT / "scripts" / "check_links.py")
+    (tmp_path / "book").mkdir()
+    (tmp_path / "_static").mkdir()
+    (tmp_path / "_static" / "x.css").write_text("")
+    (tmp_path / "index.html").write_text(
+        '<link rel="stylesheet" href="_static/x.css"><a href="book/a.html#there">ok</a>'
+        '<a href="book/a.html#nowhere">bad anchor</a><a href="book/b.html">bad file</a>'
+        '<a href="https://example.org/x#y">external</a><a href="#">top</a><a href="#self">self</a><p id="self"></p>'
+    )
+    (tmp_path / "book" / "a.html").write_text('<section id="there"></section><img src="../_static/none.png">')
+    problems = checker.broken_links(tmp_path)
+    assert len(problems) == 3, problems
+    assert any("#nowhere" in p for p in problems) and any("b.html" in p for p in problems)
+    assert any("none.png" in p for p in problems)
 
 
 # ---------------------------------------------------------------- browser tests
@@ -434,3 +525,83 @@ def test_navigation_lists_every_chapter(browser):
     expected = [(HTML / f"{d}.html").as_uri() for d in TOC]
     listed = [h for h in dict.fromkeys(hrefs) if h in expected]
     assert listed == expected, f"sidebar lists {listed}, expected {expected}"
+
+
+# Runs after COLLECT_JS: what a reader sees at the current window width.
+LAYOUT_JS = r"""
+const visible = (e) => {
+  const r = e.getBoundingClientRect();
+  const shown = e.checkVisibility ? e.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})
+                                  : e.offsetParent !== null;
+  return shown && r.width > 0 && r.height > 0 && r.right > 0 && r.left < innerWidth && r.bottom > 0;
+};
+const describe = (e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") +
+  (typeof e.className === "string" && e.className.trim() ? "." + e.className.trim().split(/\s+/).join(".") : "");
+// every way into the search: fields, buttons, inputs (a dialog's input only counts when open)
+const searches = Array.from(document.querySelectorAll(
+  "button.search-button__button, .bd-search input, #searchbox input, input[type=search], form[role=search] input"
+)).filter(visible).map((e) => describe(e) + " in " + describe(e.parentElement));
+const doc = document.documentElement;
+const article = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
+// elements that stick out of the article and are not inside a container that scrolls or clips
+const box = article.getBoundingClientRect();
+const wide = [];
+for (const e of article.querySelectorAll("*")) {
+  const r = e.getBoundingClientRect();
+  if (r.width === 0 || r.right <= box.right + 1) continue;
+  let p = e.parentElement, contained = false;
+  while (p && p !== article) {
+    const o = getComputedStyle(p).overflowX;
+    if (o === "auto" || o === "scroll" || o === "hidden" || o === "clip") { contained = true; break; }
+    p = p.parentElement;
+  }
+  if (!contained) wide.push(describe(e) + " (" + Math.round(r.right - box.right) + " px)");
+  if (wide.length >= 5) break;
+}
+const injected = Array.from(document.querySelectorAll(".tag_injected-parameters, .cell_input pre"))
+  .filter((e) => e.classList.contains("tag_injected-parameters") || /^\s*# Parameters\s*$/m.test(e.textContent.split("\n")[0]))
+  .map(describe);
+return {
+  width: innerWidth, searches: searches,
+  page: [doc.scrollWidth, doc.clientWidth], article: [article.scrollWidth, article.clientWidth], wide: wide,
+  nbval: /NBVAL/.test(document.body.textContent), injected: injected,
+};
+"""
+WIDTHS = {"desktop": 1280, "phone": 412}
+
+
+@pytest.fixture
+def window(browser):
+    """Sets the window width for one test, then restores the fixture's 1200 x 900."""
+    def resize(width: int) -> None:
+        browser.set_window_size(width, 900)
+
+    yield resize
+    browser.set_window_size(1200, 900)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", WIDTHS.values(), ids=WIDTHS.keys())
+@pytest.mark.parametrize("docname", TOC)
+def test_page_reads_well(browser, window, docname, width):
+    window(width)
+    page = render(browser, docname)
+    layout = browser.execute_script(LAYOUT_JS)
+    assert layout["width"] == width, f"the window is {layout['width']} px wide, not {width}"
+    problems = []
+    if layout["nbval"]:
+        problems.append("an nbval marker (NBVAL...) shows on the page: use the cell tags")
+    if layout["injected"]:
+        problems.append(f"papermill's injected-parameters cell shows: {layout['injected']}")
+    page_width, viewport = layout["page"]
+    if page_width > viewport + 1:
+        problems.append(f"the page scrolls sideways: {page_width} px wide in a {viewport} px window")
+    article_width, article_box = layout["article"]
+    if article_width > article_box + 1 or layout["wide"]:
+        problems.append(f"the article overflows ({article_width} > {article_box} px): {layout['wide']}")
+    broken = [i["src"] for i in page["images"] if not (i["complete"] and i["width"] > 0)]
+    if broken:
+        problems.append(f"images that did not load: {broken}")
+    if len(layout["searches"]) != 1:
+        problems.append(f"{len(layout['searches'])} search boxes visible, not one: {layout['searches']}")
+    assert not problems, f"{docname} at {width} px:\n  " + "\n  ".join(problems)
