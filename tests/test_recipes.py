@@ -58,3 +58,15 @@ def test_ood_scores_are_stored_with_outcomes_for_the_noise_rule(tiny_recipes, tr
     assert same.effect == 0 and same.verdict == "within noise"
     with pytest.raises(MTLError, match="labels"):
         run_recipe("ood-wrong-labels", recipe, [trec, sst2], [0], tiny_recipes, ood=[("sst2", trec)], log=None)
+
+
+def test_the_rate_figure_lists_groups_from_the_top_down(tiny_recipes, trec, sst2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mtl_helpers.plots import plot_lr_groups
+
+    [record] = run_recipe("keep-rates", GRADUAL, [trec, sst2], [0], tiny_recipes, keep_rates=True, log=None)
+    ax = plot_lr_groups(rate_history(record))
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["head.sst2", "head.trec", "layer.2", "layer.1", "layer.0", "embeddings"]
