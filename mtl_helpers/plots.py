@@ -129,10 +129,21 @@ def plot_learning_curves(history: History, metric: str = "accuracy", title: str 
     return ax
 
 
+def _top_down(name) -> tuple:
+    """Sort key of a layer group's name: heads, extras, the layers from the top, the embeddings."""
+    name = str(name)
+    if name.startswith("head."):
+        return (0, 0, name)
+    if name.startswith("layer.") and name[6:].isdigit():
+        return (2, -int(name[6:]), name)
+    return (1 if name == "extras" else 3, 0, name)
+
+
 def plot_lr_groups(history: History, title: str = "Learning rate per layer group", ax=None):
-    """Learning rate of each optimizer group over the steps (log scale); no-decay twins are hidden."""
+    """Learning rate of each optimizer group over the steps (log scale), listed from the top group down;
+    no-decay twins are hidden."""
     lrs = history.lr_frame()
-    lrs = lrs[[c for c in lrs.columns if not str(c).endswith("/no_decay")]]
+    lrs = lrs[sorted((c for c in lrs.columns if not str(c).endswith("/no_decay")), key=_top_down)]
     ax = ax or plt.subplots(figsize=(7, 4))[1]
     colors = plt.cm.viridis(np.linspace(0, 0.95, len(lrs.columns)))
     for color, column in zip(colors, lrs.columns):

@@ -49,7 +49,7 @@ PROFILES = {
                             "sweep_points": 2}),
     "cpu": Profile("cpu", seeds=3, max_train=300, max_eval=200, epochs=2, batch_size=16, eval_batch_size=128,
                    sweep_train=150, sweep_eval=150, sweep_seeds=1,
-                   sizes={"ablation_train": 100, "low_data": (50, 150), "curve": (50, 150, 300), "phase2_train": 150,
+                   sizes={"ablation_train": 40, "low_data": (50, 150), "curve": (50, 150, 300), "phase2_train": 150,
                           "ner_train": 300, "sweep_points": 3}),
     "gpu": Profile("gpu", seeds=5, max_train=None, max_eval=None, epochs=3, batch_size=32, eval_batch_size=256,
                    sweep_train=4000, sweep_eval=None, sweep_seeds=2,

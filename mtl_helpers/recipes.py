@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from transformers import AutoModel
 
-from .callbacks import GradualUnfreezing, ulmfit_stages
+from .callbacks import GradualUnfreezing, History, ulmfit_stages
 from .data import TaskData
 from .encoder import DEFAULT_MODEL_ID, load_encoder, truncate_encoder
 from .errors import MTLError
@@ -130,26 +130,53 @@ def replace_name(task: TaskData, name: str) -> TaskData:
     return clone
 
 
+def score_ood(record: RunRecord, trainer: Trainer, ood: Sequence[tuple[str, TaskData]]) -> RunRecord:
+    """For every (head, data) in `ood`, the head's score on that data's test split, stored in `record`
+    under the split name "ood:<data name>" (metrics and per-example outcomes, so `compare` works)."""
+    for head, data in ood:
+        result = evaluate_transfer(trainer, head, data)
+        record.metrics.setdefault(f"ood:{data.name}", {})[head] = result.metrics
+        record.outcomes.setdefault(f"ood:{data.name}", {})[head] = _encode_outcomes(result.outcomes)
+    return record
+
+
+def rate_history(record: RunRecord) -> History:
+    """A History holding the per-step learning rates of a run made with `run_recipe(..., keep_rates=True)`,
+    for `plots.plot_lr_groups`."""
+    if "rates" not in record.extra:
+        raise MTLError(f"Record {record.scenario!r} (seed {record.seed}) kept no learning rates; run it with "
+                       "run_recipe(..., keep_rates=True).")
+    history = History()
+    history._steps = [{"step": r["step"], "stage": r.get("stage", ""), "loss": float("nan"), "lr": dict(r["lr"])}
+                      for r in record.extra["rates"]]
+    return history
+
+
 def run_recipe(scenario: str, recipe: Recipe, tasks: Sequence[TaskData], seeds: Sequence[int], profile: Profile,
-               splits: Sequence[str] = ("validation",), ood: Sequence[tuple[str, TaskData]] = (), **extra) -> list[RunRecord]:
+               splits: Sequence[str] = ("validation",), ood: Sequence[tuple[str, TaskData]] = (), keep_rates: bool = False,
+               **extra) -> list[RunRecord]:
     """`recipe` trained once per seed (stored runs with the same spec are reused); each record holds
     `splits`, and for every (head, data) in `ood` the head's score on that data's test split under the
-    split name "ood:<data name>"."""
+    split name "ood:<data name>". With `keep_rates`, each record also keeps every optimizer group's
+    learning rate at every step (`extra["rates"]`; `rate_history(record)` reads them back)."""
 
     def train(seed: int) -> RunRecord:
         trainer = train_recipe(recipe, tasks, seed, profile)
         record = trainer.result(scenario, profile.name, splits, **dict(recipe.extra))
-        for head, data in ood:
-            result = evaluate_transfer(trainer, head, data)
-            record.metrics.setdefault(f"ood:{data.name}", {})[head] = result.metrics
-            record.outcomes.setdefault(f"ood:{data.name}", {})[head] = _encode_outcomes(result.outcomes)
+        score_ood(record, trainer, ood)
         if recipe.eval_every is not None:
             record.extra["evals"] = trainer.history.evals
+        if keep_rates:
+            record.extra["rates"] = [{"step": s["step"], "stage": s["stage"], "lr": s["lr"]} for s in trainer.history.steps]
         if not recipe.pretrained:
             record.model = f"{record.model} (random init)"
         return record
 
-    return run_seeds(scenario, train, seeds, profile, recipe.spec(tasks, ood), splits=splits, **extra)
+    spec = recipe.spec(tasks, ood)
+    if keep_rates:  # a stored run without the rates must not be reused
+        spec["keep_rates"] = True
+    return run_seeds(scenario, train, seeds, profile, spec, splits=splits, **extra)
 
 
-__all__ = ["DEFAULT_MODEL_ID", "Recipe", "build_trainer", "evaluate_transfer", "fresh_encoder", "run_recipe", "train_recipe"]
+__all__ = ["DEFAULT_MODEL_ID", "Recipe", "build_trainer", "evaluate_transfer", "fresh_encoder", "rate_history", "run_recipe",
+           "score_ood", "train_recipe"]

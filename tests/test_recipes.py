@@ -1,0 +1,72 @@
+"""Recipes: per-step learning rates kept in the record (and read back for the rate figure), and
+out-of-distribution scores stored so that the noise rule can compare them."""
+from __future__ import annotations
+
+import pytest
+from conftest import tiny_bert
+
+from mtl_helpers import compare, get_profile, load_task, recipes
+from mtl_helpers.errors import MTLError
+from mtl_helpers.recipes import Recipe, rate_history, run_recipe
+
+
+@pytest.fixture
+def tiny_recipes(monkeypatch, tmp_path, tokenizer):
+    """run_recipe on a tiny random encoder, with records in a scratch folder."""
+    monkeypatch.setenv("MTL_RESULTS_DIR", str(tmp_path))
+    monkeypatch.delenv("MTL_PROFILE", raising=False)
+    monkeypatch.setattr(recipes, "fresh_encoder", lambda recipe, seed: (tiny_bert(seed=seed), tokenizer))
+    return get_profile("smoke")
+
+
+GRADUAL = Recipe(gradual=3, head_lr=1e-2, backbone_lr=1e-3, factor=2.0, epochs=1.5, batch_size=16,
+                 stage_scales=(1.0, 0.5, 0.25))
+
+
+def test_keep_rates_stores_the_rate_of_every_group_at_every_step(tiny_recipes, trec, sst2):
+    [record] = run_recipe("keep-rates", GRADUAL, [trec, sst2], [0], tiny_recipes, keep_rates=True, log=None)
+    assert len(record.extra["rates"]) == record.budget["steps"]
+    rates = rate_history(record).lr_frame()
+    heads = ["head.trec", "head.trec/no_decay", "head.sst2", "head.sst2/no_decay"]
+    first, last = rates.iloc[0], rates.iloc[-1]
+    assert first[heads].notna().all() and first.drop(heads).isna().all()  # stage 1: the heads alone
+    assert last.notna().all()  # the last stage: everything, embeddings included
+    assert rates["head.trec"].max() == pytest.approx(1e-2)  # stage 1's peak; later stages are scaled down
+    assert rates["embeddings"].max() <= 0.25 * 1e-3 / 2.0**3 + 1e-12  # bottom depth, last stage's scale
+
+
+def test_kept_rates_survive_reuse_and_a_run_without_them_is_not_reused(tiny_recipes, trec, sst2):
+    messages = []
+    [plain] = run_recipe("keep-rates", GRADUAL, [trec, sst2], [0], tiny_recipes, log=messages.append)
+    assert "rates" not in plain.extra
+    with pytest.raises(MTLError, match="keep_rates=True"):
+        rate_history(plain)
+    [kept] = run_recipe("keep-rates", GRADUAL, [trec, sst2], [0], tiny_recipes, keep_rates=True, log=messages.append)
+    [again] = run_recipe("keep-rates", GRADUAL, [trec, sst2], [0], tiny_recipes, keep_rates=True, log=messages.append)
+    assert ["reused" in m for m in messages] == [False, False, True]
+    assert again.extra["rates"] == kept.extra["rates"]
+
+
+def test_ood_scores_are_stored_with_outcomes_for_the_noise_rule(tiny_recipes, trec, sst2):
+    rotten = load_task("rotten_tomatoes", max_train=1, max_eval=24)
+    recipe = Recipe(train=("heads",), head_lr=1e-2, epochs=0.5, batch_size=16)
+    records = run_recipe("ood-scores", recipe, [trec, sst2], [0], tiny_recipes, ood=[("sst2", rotten)], log=None)
+    for record in records:
+        assert 0 <= record.metric("sst2", "ood:rotten_tomatoes") <= 1
+        assert len(record.outcome_array("sst2", "ood:rotten_tomatoes")) == 24
+    same = compare(records, records, split="ood:rotten_tomatoes", tasks=["sst2"])
+    assert same.effect == 0 and same.verdict == "within noise"
+    with pytest.raises(MTLError, match="labels"):
+        run_recipe("ood-wrong-labels", recipe, [trec, sst2], [0], tiny_recipes, ood=[("sst2", trec)], log=None)
+
+
+def test_the_rate_figure_lists_groups_from_the_top_down(tiny_recipes, trec, sst2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mtl_helpers.plots import plot_lr_groups
+
+    [record] = run_recipe("keep-rates", GRADUAL, [trec, sst2], [0], tiny_recipes, keep_rates=True, log=None)
+    ax = plot_lr_groups(rate_history(record))
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["head.sst2", "head.trec", "layer.2", "layer.1", "layer.0", "embeddings"]
