@@ -294,6 +294,17 @@ def split_overlap(train_texts: Sequence[str | Sequence[str]], heldout_texts: Seq
     return _overlap(_Texts(train_texts), _Texts(heldout_texts), exact=exact, min_words=min_words).counts()
 
 
+def rows_sharing_text(train_texts: Sequence[str | Sequence[str]], heldout_texts: Sequence[str | Sequence[str]],
+                      min_words: int = MIN_SHARED_WORDS) -> set[int]:
+    """Indices of the held-out texts that break the no-shared-text rule against `train_texts`: they
+    occur inside (or equal) a training text, or contain a training text of `min_words`+ words."""
+    train, held = _Texts(train_texts), _Texts(heldout_texts)
+    inside = set(_heldout_inside(train, held, range(len(train.words))))
+    long = [i for i, w in enumerate(train.words) if len(w) >= min_words]
+    containing = _heldout_inside(held, train.subset(long), range(len(held.words)))
+    return inside.union(*containing.values())
+
+
 # ---------------------------------------------------------------- forming the splits
 
 

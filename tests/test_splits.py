@@ -132,3 +132,23 @@ def test_split_table_shows_before_and_after_per_task():
     table = split_table(["trec", "rotten_tomatoes"])
     assert [(r["task"], r["split"]) for r in table] == [("trec", "validation"), ("trec", "test"), ("rotten_tomatoes", "validation"), ("rotten_tomatoes", "test")]
     assert table[1]["heldout_in_train"] == 11 and all(r["train_rows_after"] == 0 for r in table)
+
+
+def test_rows_sharing_text_finds_both_directions():
+    from mtl_helpers.data import rows_sharing_text
+
+    train = ["a fine film", "the plot", "utterly dull and long"]
+    held = ["A fine film indeed", "nothing shared here at all", "dull", "it is utterly dull and long , sadly"]
+    assert rows_sharing_text(train, held) == {0, 2, 3}  # 0 and 3 contain a 3+-word training text; 2 sits inside one
+
+
+def test_out_of_distribution_rotten_tomatoes_shares_no_text_with_sst2_training():
+    data_dir()
+    from mtl_helpers import get_profile, split_overlap
+    from mtl_helpers.book import clean_rotten_tomatoes
+
+    rt = clean_rotten_tomatoes(get_profile("cpu"))
+    sst2_train = [r["text"] for r in load_task("sst2").splits["train"]]
+    assert split_overlap(sst2_train, [r["text"] for r in rt.splits["test"]])["train_rows"] == 0
+    report = rt.split_report["sst2_overlap"]
+    assert report["test_rows"] == 1066 and 0 < report["sharing_text_with_sst2_train"] < 1066
