@@ -95,14 +95,14 @@ class FeatureCache:
                 self._rows[key] = [train[i] for i in self.tokenized.train_eval_ids(task)]
             else:
                 tokens = self.tokenized.rows(task, split)
-                key = (backbone_fingerprint(self.model), hash(tuple(tuple(r["input_ids"]) for r in tokens)), self.autocast is None)
-                features = _SHARED.get(key)
+                shared = (backbone_fingerprint(self.model), hash(tuple(tuple(r["input_ids"]) for r in tokens)), self.autocast is None)
+                features = _SHARED.get(shared)
                 if features is None:
                     collate = make_collator(self.tasks[task], self.tokenized.tokenizer, "longest", self.tokenized.max_length)
                     features = embed_rows(self.model, tokens, collate, self.device, self.batch_size, self.autocast)
                     if len(_SHARED) >= _SHARED_LIMIT:
                         _SHARED.pop(next(iter(_SHARED)))
-                    _SHARED[key] = features
+                    _SHARED[shared] = features
                 # the token count stays with each row so that length-grouped batches are the same as without the cache
                 self._rows[key] = [{"features": f, "labels": r["labels"], "length": len(r["input_ids"])} for f, r in zip(features, tokens)]
         return self._rows[key]

@@ -348,3 +348,16 @@ def test_history_steps_match_the_updates(make_model, tokenizer, trec):
     assert len(trainer.history.steps) == trainer.global_step == math.ceil(1.5 * 6 - 0.5)
     assert [s["step"] for s in trainer.history.steps] == list(range(1, trainer.global_step + 1))
     assert isinstance(trainer.history.steps[0]["loss"], float)
+
+
+def test_feature_cache_keeps_each_split_under_its_own_key(make_model, tokenizer, trec, sst2):
+    """A second request for a split returns the stored rows (no new checksum of the backbone), and
+    the per-cache store is keyed by (task, split), not by the process-wide key."""
+    from mtl_helpers import FeatureCache, TokenizedTasks
+
+    model = make_model([trec, sst2])
+    freeze(model, "backbone")
+    cache = FeatureCache(model, TokenizedTasks({"trec": trec, "sst2": sst2}, tokenizer), torch.device("cpu"), 64)
+    first = cache.rows("trec", "validation")
+    assert cache.rows("trec", "validation") is first
+    assert ("trec", "validation") in cache._rows and all(len(k) == 2 and isinstance(k[0], str) for k in cache._rows)
