@@ -101,3 +101,19 @@ def test_outcomes_round_trip(tmp_path):
     assert loaded.outcome_array("trec").tolist() == [1, 0, 1, 0]
     with pytest.raises(MTLError, match="holds no outcomes of 'trec' on 'test'"):
         loaded.outcome_array("trec", "test")
+
+
+def test_a_stored_record_keeps_its_tasks_in_training_order(tmp_path):
+    """The JSON file sorts its keys; read back, the tasks must come in the order they were trained (task A first),
+    as in a fresh record, so that tables and figures do not depend on whether a run was reused."""
+    fresh = record(tasks=("trec", "sst2"))
+    save_record(fresh, tmp_path)
+    [loaded] = load_records("cpu", root=tmp_path)
+    assert list(loaded.tasks) == ["trec", "sst2"] == list(fresh.tasks)
+    assert loaded.key == fresh.key and loaded.metrics == fresh.metrics
+
+
+def test_a_record_written_without_task_order_still_reads(tmp_path):
+    data = record(tasks=("trec", "sst2")).to_json()
+    del data["task_order"]
+    assert sorted(RunRecord.from_json(data).tasks) == ["sst2", "trec"]
