@@ -187,12 +187,17 @@ class RunRecord:
         )
 
     def to_json(self) -> dict:
-        return asdict(self)
+        # The file's keys are sorted; "task_order" keeps the tasks in training order (task A first) for reading back.
+        return {**asdict(self), "task_order": list(self.tasks)}
 
     @classmethod
     def from_json(cls, data: dict) -> "RunRecord":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        order = data.get("task_order")
+        if isinstance(order, list) and sorted(order) == sorted(record.tasks):
+            record.tasks = {t: record.tasks[t] for t in order}
+        return record
 
 
 INDEX = "index.json"  # every profile folder lists its records, so a copy can be fetched file by file

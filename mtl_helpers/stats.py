@@ -71,7 +71,9 @@ Term = tuple[str, str, float]  # (split, task, weight)
 
 
 def _terms(records: Sequence[RunRecord], split: str, tasks: Sequence[str] | None) -> list[Term]:
-    names = list(tasks) if tasks is not None else list(records[0].tasks)
+    # Sorted: a record read back from JSON lists its tasks alphabetically, a fresh one in training order, and the
+    # order of the terms decides which random draws each task gets; the same runs must give the same interval.
+    names = sorted(tasks) if tasks is not None else sorted(records[0].tasks)
     return [(split, t, 1 / len(names)) for t in names]
 
 

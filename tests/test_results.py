@@ -153,3 +153,19 @@ def test_the_package_knows_the_books_repository():
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "_config.yml").read_text())
     assert REPOSITORY_URL == config["repository"]["url"].rstrip("/")
+
+
+def test_a_stored_record_keeps_its_tasks_in_training_order(tmp_path):
+    """The JSON file sorts its keys; read back, the tasks must come in the order they were trained (task A first),
+    as in a fresh record, so that tables and figures do not depend on whether a run was reused."""
+    fresh = record(tasks=("trec", "sst2"))
+    save_record(fresh, tmp_path)
+    [loaded] = load_records("cpu", root=tmp_path)
+    assert list(loaded.tasks) == ["trec", "sst2"] == list(fresh.tasks)
+    assert loaded.key == fresh.key and loaded.metrics == fresh.metrics
+
+
+def test_a_record_written_without_task_order_still_reads(tmp_path):
+    data = record(tasks=("trec", "sst2")).to_json()
+    del data["task_order"]
+    assert sorted(RunRecord.from_json(data).tasks) == ["sst2", "trec"]

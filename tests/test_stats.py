@@ -1,6 +1,7 @@
 """The one noise rule: a paired bootstrap over seeds and examples, with an effect size and interval."""
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -92,3 +93,22 @@ def test_summary_gives_mean_and_sd_over_seeds():
     a = arm("a", [[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]])
     table = summarize({"a": a})
     assert table.loc["a", "t mean"] == pytest.approx(0.75) and table.loc["a", "t sd"] == pytest.approx(0.25)
+
+
+def test_the_same_runs_give_the_same_interval_whatever_the_order_of_their_tasks():
+    """A stored record lists its tasks alphabetically (JSON with sorted keys), a fresh one in training order:
+    comparing the same runs must not depend on which of the two it is."""
+    rng = np.random.default_rng(7)
+
+    def two_tasks(name, p):
+        first, second = arm(name, bernoulli(p, 150, 3, rng), task="trec"), arm(name, bernoulli(p, 150, 3, rng), task="sst2")
+        for a, b in zip(first, second):
+            a.tasks.update(b.tasks)
+            a.metrics["validation"].update(b.metrics["validation"])
+            a.outcomes["validation"].update(b.outcomes["validation"])
+        return first
+
+    a, b = two_tasks("a", 0.8), two_tasks("b", 0.75)
+    reordered = lambda records: [dataclasses.replace(r, tasks=dict(sorted(r.tasks.items()))) for r in records]  # noqa: E731
+    assert list(a[0].tasks) == ["trec", "sst2"] and list(reordered(a)[0].tasks) == ["sst2", "trec"]
+    assert compare(a, b) == compare(reordered(a), reordered(b))
