@@ -56,9 +56,9 @@ browser: $(STAMP)
 	$(if $(MTL_CHROMIUM),,bash scripts/ensure_chromium.sh)
 	$(BIN)/python -m pytest tests/test_book.py -m browser
 
-# Re-execute every notebook in place with the cpu profile: the stored outputs the book shows.
+# Re-execute every notebook in place with the cpu profile, from no stored runs: the outputs the book shows.
 notebooks: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python scripts/run_notebooks.py --profile cpu --times results/cpu/notebook_times.json
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/run_notebooks.py --profile cpu --fresh --times results/cpu/notebook_times.json
 
 # make bench BENCH_DEVICE=cuda BENCH_ARGS="--with-book": the GPU section on a GPU (auto: cuda when torch sees one)
 BENCH_DEVICE ?= auto

@@ -17,7 +17,6 @@ from .profiles import Profile
 from .recipes import Recipe, run_recipe
 from .results import RunRecord
 
-REPOSITORY_URL = "https://github.com/freeze-or-fine-tune/freeze-or-fine-tune"  # tests check it against _config.yml
 BACKBONE_RATES = (3e-5, 1e-4, 3e-4)  # full fine-tuning: the top backbone rate
 FULL_FT_HEAD_RATES = (1e-3, 1e-2)  # full fine-tuning: the heads' rate
 PROBE_RATES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # heads on a frozen backbone

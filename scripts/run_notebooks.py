@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -111,10 +112,19 @@ def main() -> int:
     parser.add_argument("--times", type=Path, help="write wall times per notebook (JSON) here")
     parser.add_argument("--strip-only", action="store_true",
                         help="only clean the stored notebooks (progress-bar frames, injected-parameters cells), run nothing")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete this profile's stored run records first, so every run is trained again (no reuse)")
     parser.add_argument("notebooks", nargs="*", help="notebook names (default: all in notebooks/)")
     args = parser.parse_args()
     os.chdir(ROOT)  # relative paths keep machine paths out of papermill's metadata
     names = args.notebooks or sorted(p.name for p in Path("notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.fresh:
+        from mtl_helpers.results import results_dir
+
+        records = results_dir(args.profile)
+        if records.is_dir():
+            shutil.rmtree(records)
+            print(f"removed the stored {args.profile} records: every run is trained afresh", flush=True)
     if args.strip_only:
         for name in names:
             removed = clean_notebook(Path("notebooks") / Path(name).name)

@@ -32,8 +32,19 @@ def load_runner():
     return module
 
 
-def test_there_are_six_chapters():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+def test_there_are_ten_chapters():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 11)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_is_short_commented_and_overridable(path):
+    """A Colab reader edits the parameters cell: plain literals, a comment on the profile and seeds."""
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    lines = [line for line in cell.source.splitlines() if line.strip()]
+    assert lines[0].startswith('profile = "cpu"') and "#" in lines[0]
+    assert len(lines) <= 12, "keep the parameters cell short"
+    if path.stem not in ("01_model_tour", "10_comparison"):
+        assert any(line.startswith("seeds = None") for line in lines), "every seeded chapter takes a seeds parameter"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
