@@ -62,8 +62,22 @@ def test_on_cuda_frozen_tensors_stay_bitwise_identical_and_batches_are_pinned(ma
     assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
 
 
+@pytest.fixture
+def inductor(tmp_path, monkeypatch):
+    """A fresh inductor cache for this test alone (a stale shared one in the temp folder broke a CI run),
+    and a skip naming the reason where inductor cannot build any C++ kernel on this machine at all."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.ones(4))
+    except Exception as error:  # the machine's toolchain, not the package: nothing of ours ran yet
+        pytest.skip(f"torch.compile cannot build a trivial CPU kernel here: {type(error).__name__}: {str(error)[:200]}")
+    yield
+    torch._dynamo.reset()
+
+
 @pytest.mark.slow  # inductor builds C++ kernels on a CPU: 20-80 s
-def test_compile_trains_like_eager_and_runs_the_compiled_forward(tokenizer, trec):
+def test_compile_trains_like_eager_and_runs_the_compiled_forward(tokenizer, trec, inductor):
     """TrainConfig(compile=True) compiles the model in place; without dropout the run matches eager."""
     from transformers import BertConfig, BertModel
 
