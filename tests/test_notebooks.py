@@ -120,3 +120,29 @@ def test_notebook_runs_in_the_smoke_profile(path, tmp_path, results_dir, monkeyp
     )
     nb = nbformat.read(out, as_version=4)
     assert '"output_type": "error"' not in outputs_text(nb)
+
+
+GLUE_ROLE = __import__("re").compile(r"\{glue(?::[a-z]+)?\}`([^`]+)`|```\{glue(?::[a-z]+)?\}\s+(\S+)")
+
+
+def glued_keys(nb) -> set[str]:
+    """The keys a stored notebook glued (myst-nb marks each glued output with `scrapbook.name`)."""
+    return {o.get("metadata", {}).get("scrapbook", {}).get("name") for c in nb.cells for o in c.get("outputs", [])} - {None}
+
+
+def test_every_glue_reference_resolves_to_a_stored_output():
+    """A reference to a key no notebook glued renders as a warning and an empty gap in a sentence:
+    every {glue} role of the pages and of the notebooks' own prose must name a stored key."""
+    stored = {p.name: glued_keys(nbformat.read(p, as_version=4)) for p in NOTEBOOKS}
+    sources = [(p, nbformat.read(p, as_version=4)) for p in NOTEBOOKS]
+    texts = [(p, "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")) for p, nb in sources]
+    texts += [(p, p.read_text(encoding="utf8")) for p in sorted((ROOT / "book").glob("*.md"))]
+    missing = []
+    for path, text in texts:
+        for match in GLUE_ROLE.finditer(text):
+            reference = match.group(1) or match.group(2)
+            notebook, rest = reference.split("::", 1) if "::" in reference else (path.name, reference)
+            notebook, key = Path(notebook).name, rest.split(":")[0]
+            if key not in stored.get(notebook, set()):
+                missing.append(f"{path.name}: {notebook}::{key}")
+    assert not missing, "glue references with no stored output (run `make notebooks`): " + ", ".join(sorted(set(missing)))
