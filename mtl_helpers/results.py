@@ -64,6 +64,16 @@ def book_root(start: Path | None = None) -> Path | None:
     return next((p for p in [here, *here.parents] if (p / "_toc.yml").exists()), None)
 
 
+def shown_path(path: Path) -> str:
+    """A path as a reader's message shows it: relative to the book's root when inside it (stored
+    outputs carry no machine paths), else as given."""
+    root = book_root()
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve())) if root is not None else str(path)
+    except ValueError:
+        return str(path)
+
+
 def results_root() -> Path:
     """MTL_RESULTS_DIR if set, else results/ at the repository root (or the cwd); one folder per profile inside."""
     if os.environ.get("MTL_RESULTS_DIR"):
@@ -325,7 +335,7 @@ def collect_records(profile: str, repository_url: str, **filters) -> tuple[list[
         stored = []  # the reader's results folder is the book's own: nothing to add
     keys = {r.key for r in own}
     filtered = [r for r in stored if r.key not in keys and _matches(r, **filters)]
-    lines = [f"{len(own)} record(s) from your runs in {results_dir(profile)}"]
+    lines = [f"{len(own)} record(s) from your runs in {shown_path(results_dir(profile))}"]
     if filtered or not own:
         lines.append(f"{len(filtered)} record(s) from {where}")
     return own + filtered, lines

@@ -175,3 +175,16 @@ def test_a_record_written_without_task_order_still_reads(tmp_path):
     data = record(tasks=("trec", "sst2")).to_json()
     del data["task_order"]
     assert sorted(RunRecord.from_json(data).tasks) == ["sst2", "trec"]
+
+
+def test_the_message_names_the_results_folder_relative_to_the_book(tmp_path, monkeypatch):
+    """Chapter 10 prints where the reader's records are; a stored output must not carry a machine path."""
+    from mtl_helpers import results
+
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    monkeypatch.delenv("MTL_RESULTS_DIR", raising=False)
+    monkeypatch.setattr(results, "stored_records", lambda profile, url: ([], "nowhere"))
+    _, lines = results.collect_records("cpu", "https://github.com/owner/book")
+    assert lines[0].endswith("from your runs in results/cpu") and str(tmp_path) not in " ".join(lines)
