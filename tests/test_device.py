@@ -62,43 +62,50 @@ def test_on_cuda_frozen_tensors_stay_bitwise_identical_and_batches_are_pinned(ma
     assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
 
 
-@pytest.fixture
-def inductor(tmp_path, monkeypatch):
-    """A fresh inductor cache for this test alone (a stale shared one in the temp folder broke a CI run),
-    and a skip naming the reason where inductor cannot build any C++ kernel on this machine at all."""
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    torch._dynamo.reset()
-    try:
-        torch.compile(lambda x: x * 2 + 1)(torch.ones(4))
-    except Exception as error:  # the machine's toolchain, not the package: nothing of ours ran yet
-        pytest.skip(f"torch.compile cannot build a trivial CPU kernel here: {type(error).__name__}: {str(error)[:200]}")
-    yield
-    torch._dynamo.reset()
+COMPILE_RUN = """
+import json, torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+from mtl_helpers import MultiTaskModel, Trainer, TrainConfig, default_model_path, load_task
+
+tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+trec = load_task("trec", max_train=96, max_eval=48)
+out = {}
+for compiled in (False, True):
+    seen = {"compiled": None}  # written, never read, by the hook: no guard on it, so no recompiles
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                                   attention_probs_dropout_prob=0.0))
+    model = MultiTaskModel.for_tasks(encoder, [trec], dropout=0.0)
+    model.heads["trec"].register_forward_hook(lambda m, i, o: seen.__setitem__("compiled", torch.compiler.is_compiling()))
+    config = TrainConfig(epochs=0.5, lr=1e-3, compile=compiled, device="cpu", eval_every=None, batch_size=16,
+                         eval_batch_size=64, progress=False)  # lengths vary
+    trainer = Trainer(model, tokenizer, [trec], config)
+    trainer.fit()
+    out[str(compiled)] = {"losses": [s["loss"] for s in trainer.history.steps], "compiled_forward_ran": seen["compiled"]}
+print(json.dumps(out))
+"""
 
 
 @pytest.mark.slow  # inductor builds C++ kernels on a CPU: 20-80 s
-def test_compile_trains_like_eager_and_runs_the_compiled_forward(tokenizer, trec, inductor):
-    """TrainConfig(compile=True) compiles the model in place; without dropout the run matches eager."""
-    from transformers import BertConfig, BertModel
+def test_compile_trains_like_eager_and_runs_the_compiled_forward(trec, tmp_path):
+    """TrainConfig(compile=True) compiles the model in place; without dropout the run matches eager.
+    It runs in a fresh interpreter with an inductor cache of its own: inside the test session, modules
+    imported by other tests (distutils) broke inductor's C++ build, and a stale shared cache hid that."""
+    import json
+    import os
+    import subprocess
+    import sys
 
-    from mtl_helpers import MultiTaskModel
-
-    losses = {}
-    for compiled in (False, True):
-        seen = {"compiled": None}  # written, never read, by the hook: no guard on it, so no recompiles
-        torch.manual_seed(0)
-        encoder = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                       intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                                       attention_probs_dropout_prob=0.0))
-        model = MultiTaskModel.for_tasks(encoder, [trec], dropout=0.0)
-        model.heads["trec"].register_forward_hook(lambda m, i, o: seen.__setitem__("compiled", torch.compiler.is_compiling()))
-        config = TrainConfig(epochs=0.5, lr=1e-3, compile=compiled, device="cpu", eval_every=None, **FAST)  # lengths vary
-        trainer = Trainer(model, tokenizer, [trec], config)
-        trainer.fit()
-        losses[compiled] = [s["loss"] for s in trainer.history.steps]
-        assert seen["compiled"] is compiled, "the compiled forward ran" if not compiled else "the compiled forward never ran"
-    assert len(losses[True]) == len(losses[False]) == 3
-    assert losses[True] == pytest.approx(losses[False], rel=1e-3, abs=1e-4)
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    done = subprocess.run([sys.executable, "-c", COMPILE_RUN], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    eager, compiled = runs["False"], runs["True"]
+    assert eager["compiled_forward_ran"] is False, "the eager run went through the compiler"
+    assert compiled["compiled_forward_ran"] is True, "the compiled forward never ran"
+    assert len(compiled["losses"]) == len(eager["losses"]) == 3
+    assert compiled["losses"] == pytest.approx(eager["losses"], rel=1e-3, abs=1e-4)
 
 
 def test_compile_must_be_a_bool():
