@@ -143,6 +143,8 @@ def test_every_glue_reference_resolves_to_a_stored_output():
             reference = match.group(1) or match.group(2)
             notebook, rest = reference.split("::", 1) if "::" in reference else (path.name, reference)
             notebook, key = Path(notebook).name, rest.split(":")[0]
+            if "::" in reference and ":" not in rest and match.group(1):
+                missing.append(f"{path.name}: {reference} needs a format (myst-nb splits at the last colon: add ':s')")
             if key not in stored.get(notebook, set()):
                 missing.append(f"{path.name}: {notebook}::{key}")
     assert not missing, "glue references with no stored output (run `make notebooks`): " + ", ".join(sorted(set(missing)))
