@@ -55,6 +55,13 @@ class History(Callback):
     def on_fit_end(self, trainer) -> None:
         self.fits[-1]["completed"] = trainer.fit_completed
 
+    @classmethod
+    def from_steps(cls, steps: list[dict]) -> "History":
+        """A History holding given step records (e.g. learning rates a run record kept), for the plots."""
+        history = cls()
+        history._steps = [dict(s) for s in steps]
+        return history
+
     @property
     def steps(self) -> list[dict]:
         for record in self._steps:

@@ -146,10 +146,8 @@ def rate_history(record: RunRecord) -> History:
     if "rates" not in record.extra:
         raise MTLError(f"Record {record.scenario!r} (seed {record.seed}) kept no learning rates; run it with "
                        "run_recipe(..., keep_rates=True).")
-    history = History()
-    history._steps = [{"step": r["step"], "stage": r.get("stage", ""), "loss": float("nan"), "lr": dict(r["lr"])}
-                      for r in record.extra["rates"]]
-    return history
+    return History.from_steps([{"step": r["step"], "stage": r.get("stage", ""), "loss": float("nan"), "lr": dict(r["lr"])}
+                               for r in record.extra["rates"]])
 
 
 def run_recipe(scenario: str, recipe: Recipe, tasks: Sequence[TaskData], seeds: Sequence[int], profile: Profile,

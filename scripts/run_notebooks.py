@@ -118,6 +118,11 @@ def main() -> int:
     args = parser.parse_args()
     os.chdir(ROOT)  # relative paths keep machine paths out of papermill's metadata
     names = args.notebooks or sorted(p.name for p in Path("notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.strip_only:
+        for name in names:
+            removed = clean_notebook(Path("notebooks") / Path(name).name)
+            print(f"{name}: " + ", ".join(f"{n} {what}" for what, n in removed.items()))
+        return 0
     if args.fresh:
         from mtl_helpers.results import results_dir
 
@@ -125,11 +130,6 @@ def main() -> int:
         if records.is_dir():
             shutil.rmtree(records)
             print(f"removed the stored {args.profile} records: every run is trained afresh", flush=True)
-    if args.strip_only:
-        for name in names:
-            removed = clean_notebook(Path("notebooks") / Path(name).name)
-            print(f"{name}: " + ", ".join(f"{n} {what}" for what, n in removed.items()))
-        return 0
     times = {}
     for name in names:
         source = Path("notebooks") / Path(name).name
