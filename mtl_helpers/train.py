@@ -7,6 +7,7 @@ they are called before a run, between runs, or from a callback during one.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import numbers
 import time
@@ -31,6 +32,7 @@ from .model import MultiTaskModel
 from .optim import DEFAULT_FACTOR, RateSchedule, audit_optimizer, discriminative_rates, param_groups_for
 
 _FIT_SEED_STRIDE = 1_000_003  # each later fit of one trainer gets its own seed, derived from config.seed
+_SEED_RANGE = 2**32  # numpy's seeds lie in [0, 2**32 - 1]; derived seeds wrap around to stay there
 
 
 @dataclass
@@ -95,7 +97,7 @@ class TrainConfig:
             "padding": (value in ("longest", "max_length"), "'longest' or 'max_length'"),
             "precision": (value in ("fp32", "bf16"), "'fp32' or 'bf16'"),
             "eval_every": (value is None or (finite(value) and value > 0), "None or a finite number of epochs > 0"),
-            "seed": (count(value) and value >= 0, "an integer >= 0"),
+            "seed": (count(value) and 0 <= value < _SEED_RANGE, "an integer from 0 to 2**32 - 1, numpy's seed range"),
             "device": (isinstance(value, str) and (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")), "'auto', 'cpu', 'cuda' or 'cuda:N'"),
             "sync_every": (count(value) and value >= 1, "an integer >= 1"),
             "compile": (isinstance(value, bool), "True or False"),
@@ -167,13 +169,17 @@ class Trainer:
         self.schedule = RateSchedule("constant")  # fit replaces it; step() works outside fit too
         self.optimizer: torch.optim.Optimizer | None = None
         self._trainable: list[torch.nn.Parameter] | None = None
+        self._model_params: list[torch.nn.Parameter] = []
+        self._trainable_flags: tuple[bool, ...] = ()  # requires_grad of _model_params when the optimizer last matched
         self.global_step = self.examples_seen = self.fits_started = 0
         self.epochs_done = self.train_seconds = self.peak_memory_mb = 0.0
         self.memory_method = ""
         self.stage, self.fit_completed, self.fit_epochs = "", True, 0.0
         self.steps_per_epoch = self.total_steps = self.step_in_fit = 0
+        # Groups that received at least one optimizer update, each with the highest learning rate actually
+        # applied to it (after the schedule) at such a step: what records call `trained`.
         self.trained_groups: dict[str, float] = {}
-        self._evaluations: dict[tuple[str, str], tuple[int, TaskEvaluation]] = {}
+        self._evaluations: dict[tuple[str, str], tuple[tuple, TaskEvaluation]] = {}
         self._bad_step: torch.Tensor | None = None
         self._pending_flags: list[tuple[int, str, torch.Tensor]] = []
         self._build_optimizer()
@@ -218,9 +224,9 @@ class Trainer:
         self._trainable = None
         if self.optimizer is not None:
             self.schedule.apply(self.optimizer)  # new groups start at the running schedule's rate
-            for group in self.optimizer.param_groups:
-                self.trained_groups[group["name"].split("/")[0]] = group["peak_lr"]
         self.audit()
+        self._model_params = list(self.model.parameters())
+        self._trainable_flags = self._current_flags()
         if self.model.training:
             self.model.train()  # the dropout rule follows what is frozen
 
@@ -231,6 +237,37 @@ class Trainer:
                 raise MTLError("Parameters are trainable but no optimizer exists; call trainer.unfreeze to add them.")
             return
         audit_optimizer(self.model, self.optimizer)
+
+    def _current_flags(self) -> tuple[bool, ...]:
+        return tuple(p.requires_grad for p in self._model_params)
+
+    def _check_no_outside_changes(self) -> None:
+        """Refuse to train when groups were frozen or unfrozen on the model itself (module-level
+        `freeze` / `unfreeze`) after the trainer was built: the optimizer would not follow. Cheap
+        enough for every step: one flag per parameter; `audit()` is the full check."""
+        if self._current_flags() == self._trainable_flags:
+            return
+        held = {id(p) for p in self.trainable_parameters()}
+        unfrozen, frozen = [], []
+        for name, group in layer_groups(self.model).items():
+            if any(p.requires_grad and id(p) not in held for _, p in group.params):
+                unfrozen.append(name)
+            if any(not p.requires_grad and id(p) in held for _, p in group.params):
+                frozen.append(name)
+        fixes = []
+        if unfrozen:
+            fixes.append(f"{unfrozen} became trainable but are not in the optimizer, so they would never train "
+                         f"(fix: trainer.unfreeze({', '.join(map(repr, unfrozen))}))")
+        if frozen:
+            fixes.append(f"{frozen} were frozen but are still in the optimizer "
+                         f"(fix: trainer.freeze({', '.join(map(repr, frozen))}))")
+        if not fixes:  # flags differ, yet no group is out of step: the full check decides
+            self.audit()
+            self._trainable_flags = self._current_flags()
+            return
+        raise MTLError("Groups were frozen or unfrozen on the model (mtl_helpers.freeze / unfreeze) after the Trainer "
+                       "was built: " + "; ".join(fixes) + ". Freeze and unfreeze through the trainer, which keeps its "
+                       "optimizer in step; calling it now with these groups repairs the trainer.")
 
     def unfreeze(self, *names: str) -> list[str]:
         """Unfreeze groups (names or aliases); their parameters join the optimizer at their own rates."""
@@ -291,7 +328,7 @@ class Trainer:
         unknown = [t for t in train_tasks if t not in self.tasks]
         if unknown or not train_tasks:
             raise MTLError(f"fit(tasks={train_tasks!r}): train on a non-empty subset of this trainer's tasks {list(self.tasks)}.")
-        seed = self.config.seed + _FIT_SEED_STRIDE * self.fits_started
+        seed = (self.config.seed + _FIT_SEED_STRIDE * self.fits_started) % _SEED_RANGE
         self.fits_started += 1
         set_seed(seed)  # here, not at construction: code run in between cannot change the run
         generator, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
@@ -304,9 +341,11 @@ class Trainer:
         self.model.train()
         try:
             self._emit("on_fit_start")  # callbacks may unfreeze here (gradual unfreezing)
+            self._check_no_outside_changes()
             if self.optimizer is None:
                 raise MTLError("Nothing is trainable: every group is frozen. Unfreeze a group (trainer.unfreeze('heads')) "
                                "or only call evaluate().")
+            self._check_every_task_can_learn(train_tasks)
             while self.step_in_fit < self.total_steps:
                 started = time.perf_counter()
                 task, batch = next(stream)
@@ -326,6 +365,22 @@ class Trainer:
             self._emit("on_fit_end")
         return self.history
 
+    def _check_every_task_can_learn(self, train_tasks: list[str]) -> None:
+        """Refuse a fit in which a task's loss would reach no trainable parameter (its head and the
+        whole backbone frozen): its first batch would fail inside autograd."""
+        groups = layer_groups(self.model)
+        if any(g.trainable for g in groups.values() if not g.is_head):
+            return
+        stuck = [t for t in train_tasks if not groups[f"head.{t}"].trainable]
+        if not stuck:
+            return
+        others = [t for t in train_tasks if t not in stuck]
+        leave_out = f"train without it (trainer.fit(tasks={others!r})), or " if others else ""
+        raise MTLError(f"Task {stuck[0]!r} has nothing trainable on its path: its head (head.{stuck[0]}) and every "
+                       f"backbone group are frozen, so its loss has no gradient. Either {leave_out}unfreeze its head "
+                       f"or a backbone group (trainer.unfreeze('head.{stuck[0]}'), or e.g. "
+                       "trainer.unfreeze('layer.0')).")
+
     def _emit(self, event: str, *args) -> None:
         for callback in self.callbacks:
             getattr(callback, event)(self, *args)
@@ -338,12 +393,18 @@ class Trainer:
     def step(self, task: str, batch: Mapping[str, torch.Tensor]) -> dict:
         """One optimizer step on one batch: rates from the schedule, forward, loss, backward, clipping,
         a divergence check, the update. Returns the step's record (loss as a tensor, rates used)."""
+        self._check_no_outside_changes()
         if self.optimizer is None:
             raise MTLError("Nothing is trainable: every group is frozen, so there is no step to take.")
         batch = to_device(batch, self.device)
         rates = self.schedule.apply(self.optimizer)
         with self._autocast():
             loss = self.loss(task, batch)
+        if not loss.requires_grad:
+            raise MTLError(f"The loss of task {task!r} reaches no trainable parameter (its head and every backbone "
+                           "group are frozen, or the step ran under torch.no_grad), so there is nothing to update. "
+                           "Leave the task out (trainer.fit(tasks=[...]) without it) or unfreeze its head or a "
+                           f"backbone group (trainer.unfreeze('head.{task}')).")
         eager = self.config.sync_every == 1 or not self.optimizer.defaults.get("fused")
         if eager and not torch.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
@@ -363,13 +424,24 @@ class Trainer:
             self._bad_step = bad if self._bad_step is None else torch.maximum(self._bad_step, bad)
             self.optimizer.found_inf = self._bad_step
             self._pending_flags.append((self.global_step + 1, task, bad))
+        self._record_trained_groups()
         self.optimizer.step()
+        for param in params:  # fused AdamW writes in place without bumping the version counters that
+            torch.autograd.graph.increment_version(param)  # key the score cache (torch 2.13, checked by a test)
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.advance()
         self.global_step += 1
         self.step_in_fit += 1
         self.examples_seen += len(batch["labels"])
         return {"step": self.global_step, "task": task, "loss": loss.detach(), "lr": rates, "stage": self.stage}
+
+    def _record_trained_groups(self) -> None:
+        """Keep, per group updated at this step (in the optimizer, with a gradient: AdamW skips
+        parameters without one), the highest rate actually applied."""
+        for group in self.optimizer.param_groups:
+            if any(p.grad is not None for p in group["params"]):
+                name = group["name"].split("/")[0]
+                self.trained_groups[name] = max(self.trained_groups.get(name, 0.0), float(group["lr"]))
 
     def _check_pending(self) -> None:
         if not self._pending_flags:
@@ -410,10 +482,11 @@ class Trainer:
     def evaluate_outcomes(self, split: str = "validation", tasks: Iterable[str] | None = None) -> dict[str, TaskEvaluation]:
         """Metrics and per-example outcomes per task on a split ("validation", "test", "train", "train_eval")."""
         out = {}
+        weights = self._weights_key()
         for name in tasks or self.tasks:
             key = (name, split)
             cached = self._evaluations.get(key)
-            if cached is not None and cached[0] == self.global_step:
+            if cached is not None and cached[0] == weights:
                 out[name] = cached[1]
                 continue
             rows = self.data.rows(name, split)
@@ -424,9 +497,19 @@ class Trainer:
             restored = np.empty_like(result.outcomes)
             restored[order] = result.outcomes  # back to the split's own row order: runs stay comparable
             result.outcomes = restored
-            self._evaluations[key] = (self.global_step, result)
+            self._evaluations[key] = (weights, result)
             out[name] = result
         return out
+
+    def _weights_key(self) -> tuple:
+        """What the score cache is keyed on: each parameter's and buffer's object, storage and version
+        counter. Torch bumps a tensor's `_version` on every in-place change (optimizer steps, the
+        `copy_` of load_state_dict, another trainer's steps), so a score is reused only while no weight
+        can have changed; the train/eval mode is no part of it, as scoring always runs in eval mode.
+        `step` bumps the counters itself, as fused AdamW does not; writes through `tensor.data`, or a fused
+        optimizer run outside a Trainer, bypass them: then build a new Trainer to score the new weights."""
+        tensors = itertools.chain(self.model.parameters(), self.model.buffers())
+        return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
 
     @staticmethod
     def _eval_order(rows: list[dict]) -> list[int]:
