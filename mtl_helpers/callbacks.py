@@ -38,7 +38,9 @@ class Callback:
 
 
 class History(Callback):
-    """Per-step loss and learning rates, evaluations, and each fit's outcome (completed or cut short)."""
+    """Per-step loss and learning rates, evaluations, and each fit's outcome: "completed",
+    "interrupted" (cut short after at least one step: Ctrl-C or an error; the weights changed), or
+    "failed" (an error before the first step, e.g. nothing trainable: no weight changed)."""
 
     def __init__(self) -> None:
         self._steps: list[dict] = []
@@ -46,14 +48,18 @@ class History(Callback):
         self.fits: list[dict] = []
 
     def on_fit_start(self, trainer) -> None:
-        self.fits.append({"stage": trainer.stage, "start_step": trainer.global_step, "steps": 0, "completed": False})
+        self.fits.append({"stage": trainer.stage, "start_step": trainer.global_step, "steps": 0, "completed": False,
+                          "outcome": "running"})
 
     def on_step_end(self, trainer, step: dict) -> None:
         self._steps.append(step)  # the loss stays a tensor until read: no host sync per step
         self.fits[-1]["steps"] += 1
 
     def on_fit_end(self, trainer) -> None:
-        self.fits[-1]["completed"] = trainer.fit_completed
+        fit = self.fits[-1]
+        fit["completed"] = trainer.fit_completed
+        # step_in_fit counts optimizer steps taken, even one whose step-end callbacks then raised
+        fit["outcome"] = "completed" if trainer.fit_completed else "interrupted" if trainer.step_in_fit else "failed"
 
     @classmethod
     def from_steps(cls, steps: list[dict]) -> "History":
@@ -71,12 +77,14 @@ class History(Callback):
 
     @property
     def interrupted(self) -> bool:
-        """Whether the latest fit was cut short (Ctrl-C)."""
-        return bool(self.fits) and not self.fits[-1]["completed"]
+        """Whether the latest fit was cut short after changing the weights (Ctrl-C, or an error after a step)."""
+        return bool(self.fits) and self.fits[-1]["outcome"] == "interrupted"
 
     @property
     def ever_interrupted(self) -> bool:
-        return any(not f["completed"] for f in self.fits)
+        """Whether any fit was cut short after changing the weights; a fit that failed before its first
+        step changed nothing and does not count."""
+        return any(f["outcome"] == "interrupted" for f in self.fits)
 
     def add_eval(self, trainer, split: str, task: str, metrics: dict) -> None:
         self.evals.append({"epoch": round(trainer.epochs_done, 4), "step": trainer.global_step, "stage": trainer.stage,
@@ -235,8 +243,24 @@ class GradualUnfreezing(Callback):
                            f"Call trainer.fit({self.total_epochs}).")
         ends = np.cumsum([s.epochs for s in self.stages]) * trainer.steps_per_epoch
         self._starts = [0, *[max(1, round(e)) for e in ends[:-1]]]
+        self._check_every_stage_has_a_step(trainer)
         trainer.freeze("all")
         self._enter(trainer, 0)
+
+    def _check_every_stage_has_a_step(self, trainer) -> None:
+        """Refuse a plan in which a stage would get no step: its groups would never train (or, if entered
+        together with the next stage, train at that stage's rates), unlike the plan says."""
+        lengths = np.diff([*self._starts, trainer.total_steps])
+        if (lengths >= 1).all():
+            return
+        empty = int(np.argmin(lengths >= 1))
+        stage = self.stages[empty]
+        raise MTLError(f"GradualUnfreezing has {len(self.stages)} stages but this fit has only "
+                       f"{trainer.total_steps} optimizer steps ({trainer.steps_per_epoch} per epoch, "
+                       f"{trainer.fit_epochs:g} epochs), and stage {empty + 1} (+{','.join(stage.groups)}, "
+                       f"{stage.epochs:g} epochs) would get none. Every stage needs at least one step: train for "
+                       "more epochs (a larger epochs_per_stage, or Recipe.epochs), use fewer stages, or a smaller "
+                       "batch size.")
 
     def _enter(self, trainer, index: int) -> None:
         stage = self.stages[index]
@@ -249,9 +273,9 @@ class GradualUnfreezing(Callback):
         self.current = index
 
     def on_step_end(self, trainer, step: dict) -> None:
-        following = self.current + 1
-        if following < len(self.stages) and trainer.step_in_fit == self._starts[following]:
-            self._enter(trainer, following)
+        # every stage that is due, in order: none is skipped even if several starts were to coincide
+        while self.current + 1 < len(self.stages) and trainer.step_in_fit >= self._starts[self.current + 1]:
+            self._enter(trainer, self.current + 1)
 
 
 def ulmfit_stages(trainer_or_model, n_stages: int = 4, epochs_per_stage: float = 1.0,
