@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -50,6 +52,28 @@ class Recipe:
     n_layers: int | None = None
     pretrained: bool = True
     extra: tuple[tuple[str, object], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        """Refuse schedules of what trains when that contradict each other, before any training."""
+        number = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+        if not (number(self.epochs) and self.epochs > 0):
+            raise MTLError(f"Recipe(epochs={self.epochs!r}): epochs must be a finite number > 0.")
+        if not (number(self.lp_epochs) and 0 <= self.lp_epochs < self.epochs):
+            raise MTLError(f"Recipe(lp_epochs={self.lp_epochs!r}, epochs={self.epochs!r}): lp_epochs (the heads-only "
+                           "part) must lie in [0, epochs), as it is part of the run's epochs; lower lp_epochs or "
+                           "raise epochs.")
+        if isinstance(self.gradual, bool) or not isinstance(self.gradual, int) or self.gradual == 1 or self.gradual < 0:
+            raise MTLError(f"Recipe(gradual={self.gradual!r}): gradual is the number of ULMFiT stages, 0 (none) or an "
+                           "integer >= 2 (the heads, then the backbone in gradual - 1 chunks).")
+        if self.lp_epochs and self.gradual:
+            raise MTLError(f"Recipe(lp_epochs={self.lp_epochs!r}, gradual={self.gradual!r}): LP-FT and gradual "
+                           "unfreezing each decide when the backbone joins, so they cannot be combined; set "
+                           "lp_epochs=0 (gradual unfreezing's first stage already trains the heads alone) or "
+                           "gradual=0.")
+        if self.stage_scales is not None and len(self.stage_scales) != self.gradual:
+            raise MTLError(f"Recipe(stage_scales={self.stage_scales!r}, gradual={self.gradual!r}): stage_scales "
+                           "needs one rate scale per gradual-unfreezing stage; give gradual scales, or "
+                           "stage_scales=None.")
 
     def with_(self, **changes) -> "Recipe":
         return replace(self, **changes)
@@ -101,9 +125,7 @@ def build_trainer(recipe: Recipe, tasks: Sequence[TaskData], seed: int, profile:
 def train_recipe(recipe: Recipe, tasks: Sequence[TaskData], seed: int, profile: Profile, **config) -> Trainer:
     """Build and train: heads first when `lp_epochs` (then everything in `train`), else one fit."""
     trainer = build_trainer(recipe, tasks, seed, profile, **config)
-    if recipe.lp_epochs:
-        if not 0 < recipe.lp_epochs < recipe.epochs:
-            raise MTLError(f"lp_epochs must lie between 0 and epochs ({recipe.epochs}), got {recipe.lp_epochs}.")
+    if recipe.lp_epochs:  # Recipe checked 0 < lp_epochs < epochs, and no gradual unfreezing alongside
         trainer.fit(recipe.lp_epochs, stage="heads")
         trainer.unfreeze(*recipe.train)
         trainer.fit(recipe.epochs - recipe.lp_epochs, stage="+" + ",".join(recipe.train))
