@@ -12,6 +12,7 @@ of T, as in knowledge distillation). Batches of a protected task keep the plain 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
@@ -72,6 +73,26 @@ def _check_positive(name: str, value, allow_zero: bool) -> float:
     return float(value)
 
 
+def _storages(model: torch.nn.Module) -> dict[tuple[str, int], str]:
+    """Where each parameter and buffer keeps its data (device, storage address), with the tensor's name."""
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    return {(str(t.device), t.untyped_storage().data_ptr()): name
+            for name, t in tensors if t.untyped_storage().nbytes()}
+
+
+def _check_no_shared_storage(student: MultiTaskModel, teacher: MultiTaskModel) -> None:
+    """Refuse a teacher that shares tensors with the student (a shallow copy, or a model built around
+    the same encoder): freezing the teacher would freeze them in the student too, and training the
+    student would move the teacher."""
+    theirs = _storages(teacher)
+    shared = [name for key, name in _storages(student).items() if key in theirs]
+    if shared:
+        raise MTLError(f"The teacher shares {len(shared)} tensors with the student (e.g. {shared[:2]}), so it is "
+                       "no separate copy: freezing it would freeze them in the student, and training the student "
+                       "would move the teacher. Leave teacher=None (the trainer copies the model), or pass "
+                       "copy.deepcopy(model).")
+
+
 class DistillationTrainer(Trainer):
     """A Trainer that protects the heads named in `protect` with Learning without Forgetting.
 
@@ -92,6 +113,8 @@ class DistillationTrainer(Trainer):
         if teacher is model:
             raise MTLError("The teacher must be a separate copy of the model (it must not train); "
                            "leave teacher=None to copy the model as it is now.")
+        if teacher is not None:
+            _check_no_shared_storage(model, teacher)
         super().__init__(model, tokenizer, tasks, config, callbacks)
         if all(name in self.protect for name in self.tasks):
             raise MTLError(f"Every task of this trainer ({list(self.tasks)}) is protected, so no batch would be "
