@@ -82,6 +82,17 @@ def test_gradual_unfreezing_with_fewer_steps_than_stages_is_refused_before_train
     assert trainer.global_step == 0 and changed_groups(model, before)["bitwise identical"].all()
 
 
+def test_a_gradual_recipe_too_short_for_its_stages_is_refused(monkeypatch, tokenizer):
+    from conftest import tiny_bert
+
+    from mtl_helpers import get_profile, load_task, recipes
+
+    monkeypatch.setattr(recipes, "fresh_encoder", lambda recipe, seed: (tiny_bert(seed=seed), tokenizer))
+    tasks = [load_task(name, max_train=40, max_eval=16) for name in ("trec", "sst2")]  # 3 + 3 batches of 16
+    with pytest.raises(MTLError, match=r"4 stages but this fit has only 3 optimizer steps"):
+        recipes.train_recipe(Recipe(gradual=4, epochs=0.5, batch_size=16), tasks, 0, get_profile("smoke"))
+
+
 # ---------------------------------------------------------------- 3. what the record says trained
 
 
