@@ -450,7 +450,8 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path | Non
 
 
 def _recopy_hint(path: Path) -> str:
-    return f"Re-copy the {path.parent.name} folder (python scripts/fetch_data.py DIR writes one wherever the hub is reachable)."
+    return (f"Re-copy the {path.parent.name} folder "
+            "(python scripts/fetch_data.py DIR writes one wherever the hub is reachable).")
 
 
 def _read_utf8(path: Path) -> str:
@@ -461,8 +462,8 @@ def _read_utf8(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise DataError(f"{path.parent.name}/{path.name} line {line} is not UTF-8 text ({err.reason} at byte {err.start}). "
-                        f"{_recopy_hint(path)}") from err
+        raise DataError(f"{path.parent.name}/{path.name} line {line} is not UTF-8 text "
+                        f"({err.reason} at byte {err.start}). {_recopy_hint(path)}") from err
 
 
 def _numbered_rows(path: Path) -> tuple[list[int], list[dict]]:
@@ -505,8 +506,8 @@ def _local_label_names(folder: Path, spec: TaskSpec) -> list[str]:
         found = ", ".join(map(repr, features)) if isinstance(features, dict) else type(features).__name__
         raise DataError(f"{where} has no {spec.label_field!r} field (found: {found or 'nothing'}); it must list {spec.name}'s label names in id order. Add it: {example}.")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise DataError(f"{where}: {spec.label_field!r} is {_short(names)} ({type(names).__name__}), not a list of label names "
-                        f"in id order such as {example}. {_recopy_hint(path)}")
+        raise DataError(f"{where}: {spec.label_field!r} is {_short(names)} ({type(names).__name__}), "
+                        f"not a list of label names in id order such as {example}. {_recopy_hint(path)}")
     if list(names) != list(spec.label_names):
         raise DataError(
             f"{where} lists {spec.label_field} names {names}, but the registry (and the hub) name the ids "
