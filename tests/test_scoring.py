@@ -105,3 +105,18 @@ def test_a_word_without_sub_tokens_is_scored_as_o(make_model, tokenizer):
     counts = result.metrics["words_without_tokens"], result.metrics["words_cut"], result.metrics["entities_cut"]
     assert counts == (2, 0, 0)
     assert result.metrics["token_accuracy"] == 5 / 6
+
+
+def test_evaluate_task_refuses_token_scoring_without_or_with_misordered_words(make_model, tokenizer, conll):
+    from mtl_helpers import MTLError, evaluate_task
+    from mtl_helpers.batches import make_collator, make_loader
+
+    tokenized = TokenizedTasks({"conll2003": conll}, tokenizer, max_length=CUT_LENGTH)
+    rows = tokenized.rows("conll2003", "validation")
+    loader = make_loader(rows, make_collator(conll, tokenizer), 32, shuffle=False)
+    model, cpu = make_model([conll]), torch.device("cpu")
+    with pytest.raises(MTLError, match=r"needs words=.*TokenizedTasks.alignments\(task, split\)"):
+        evaluate_task(model, conll, "validation", loader, cpu)
+    misordered = tokenized.alignments("conll2003", "validation")[::-1]
+    with pytest.raises(MTLError, match=r"sentence 0: the word alignment does not fit the loader's labels"):
+        evaluate_task(model, conll, "validation", loader, cpu, words=misordered)
