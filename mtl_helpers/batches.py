@@ -3,6 +3,7 @@ multi-task stream of (task, batch) that the Trainer trains on. Usable on its own
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,6 +15,44 @@ from .data import TaskData
 SAMPLING = ("proportional", "round_robin", "temperature")
 
 
+@dataclass(frozen=True)
+class WordAlignment:
+    """Which words of a token-task sentence the model predicts, so that scoring can cover every word.
+
+    `labels`: the gold tag id of every word; `scored`: the word of each labelled sub-token, in order
+    (the model's predictions belong to these words); `cut_at`: the first word that `max_length` cut
+    off (len(labels) when nothing was cut). A word below `cut_at` and not in `scored` has no sub-token
+    at all (the tokenizer drops some characters, e.g. an emoji's variation selector).
+    """
+
+    labels: tuple[int, ...]
+    scored: tuple[int, ...]
+    cut_at: int
+
+
+def _encode_token_rows(rows: list[dict], tokenizer: PreTrainedTokenizerBase,
+                       max_length: int) -> tuple[list[dict], list[WordAlignment]]:
+    enc = tokenizer([r["text"] for r in rows], is_split_into_words=True, truncation=True, max_length=max_length)
+    out, alignments = [], []
+    for i, r in enumerate(rows):
+        labels, scored, previous = [], [], None
+        word_ids = enc.word_ids(i)
+        for word in word_ids:
+            first = word is not None and word != previous
+            labels.append(r["label"][word] if first else -100)
+            if first:
+                scored.append(word)
+            previous = word
+        # the tokenizer keeps what truncation removed: a sentence was cut iff it overflowed, and then
+        # every word after the last one with a kept sub-token is gone
+        truncated = bool(enc.encodings[i].overflowing)
+        kept = [w for w in word_ids if w is not None]
+        cut_at = (max(kept) + 1 if kept else 0) if truncated else len(r["text"])
+        out.append({**{k: enc[k][i] for k in enc.keys()}, "labels": labels})
+        alignments.append(WordAlignment(tuple(r["label"]), tuple(scored), cut_at))
+    return out, alignments
+
+
 def encode_rows(task: TaskData, rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_length: int = 128) -> list[dict]:
     """Token ids per row, unpadded; token tasks label each word's first sub-token, -100 elsewhere."""
     if not rows:
@@ -21,15 +60,15 @@ def encode_rows(task: TaskData, rows: list[dict], tokenizer: PreTrainedTokenizer
     if task.level == "sentence":
         enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=max_length)
         return [{**{k: enc[k][i] for k in enc.keys()}, "labels": r["label"]} for i, r in enumerate(rows)]
-    enc = tokenizer([r["text"] for r in rows], is_split_into_words=True, truncation=True, max_length=max_length)
-    out = []
-    for i, r in enumerate(rows):
-        labels, previous = [], None
-        for word in enc.word_ids(i):
-            labels.append(-100 if word is None or word == previous else r["label"][word])
-            previous = word
-        out.append({**{k: enc[k][i] for k in enc.keys()}, "labels": labels})
-    return out
+    return _encode_token_rows(rows, tokenizer, max_length)[0]
+
+
+def word_alignments(task: TaskData, rows: list[dict], tokenizer: PreTrainedTokenizerBase,
+                    max_length: int = 128) -> list[WordAlignment]:
+    """Per row of a token task, which words `encode_rows` gives a prediction (see WordAlignment)."""
+    if task.level != "token":
+        raise ValueError(f"Word alignments exist for token tasks only; {task.name!r} is {task.level}-level.")
+    return _encode_token_rows(rows, tokenizer, max_length)[1] if rows else []
 
 
 def make_collator(task: TaskData, tokenizer: PreTrainedTokenizerBase, padding: str = "longest", max_length: int = 128):
@@ -91,6 +130,7 @@ class TokenizedTasks:
                  padding: str = "longest"):
         self.tasks, self.tokenizer, self.max_length, self.padding = dict(tasks), tokenizer, max_length, padding
         self._rows: dict[tuple[str, str], list[dict]] = {}
+        self._alignments: dict[tuple[str, str], list[WordAlignment]] = {}
 
     def train_eval_ids(self, task: str) -> list[int]:
         splits = self.tasks[task].splits
@@ -108,8 +148,21 @@ class TokenizedTasks:
     def rows(self, task: str, split: str) -> list[dict]:
         key = (task, split)
         if key not in self._rows:
-            self._rows[key] = encode_rows(self.tasks[task], self.source_rows(task, split), self.tokenizer, self.max_length)
+            if self.tasks[task].level == "token":  # one tokenization gives both rows and word alignments
+                source = self.source_rows(task, split)
+                self._rows[key], self._alignments[key] = _encode_token_rows(source, self.tokenizer, self.max_length) \
+                    if source else ([], [])
+            else:
+                source = self.source_rows(task, split)
+                self._rows[key] = encode_rows(self.tasks[task], source, self.tokenizer, self.max_length)
         return self._rows[key]
+
+    def alignments(self, task: str, split: str) -> list[WordAlignment]:
+        """Per row of a token task's split, in the order of `rows`: its words and which ones are scored."""
+        if self.tasks[task].level != "token":
+            raise ValueError(f"Word alignments exist for token tasks only; {task!r} is {self.tasks[task].level}-level.")
+        self.rows(task, split)
+        return self._alignments[(task, split)]
 
     def collator(self, task: str):
         return make_collator(self.tasks[task], self.tokenizer, self.padding, self.max_length)
@@ -143,5 +196,5 @@ def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[s
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-__all__ = ["TokenizedTasks", "default_collate", "encode_rows", "make_collator", "make_loader", "multitask_stream",
-           "task_schedule", "to_device"]
+__all__ = ["TokenizedTasks", "WordAlignment", "default_collate", "encode_rows", "make_collator", "make_loader",
+           "multitask_stream", "task_schedule", "to_device", "word_alignments"]

@@ -449,13 +449,27 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path | Non
     return path, how
 
 
+def _recopy_hint(path: Path) -> str:
+    return (f"Re-copy the {path.parent.name} folder "
+            "(python scripts/fetch_data.py DIR writes one wherever the hub is reachable).")
+
+
+def _read_utf8(path: Path) -> str:
+    """A data file's text; bytes that are not UTF-8 (a file saved in another encoding, or cut short in
+    the middle of a character) are reported with the file, the line and the fix."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path.parent.name}/{path.name} line {line} is not UTF-8 text "
+                        f"({err.reason} at byte {err.start}). {_recopy_hint(path)}") from err
+
+
 def _numbered_rows(path: Path) -> tuple[list[int], list[dict]]:
     """The rows of a JSON Lines file and their line numbers; a bad line is reported with file and line."""
     where = f"{path.parent.name}/{path.name}"
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{where} is not UTF-8 text ({err.reason} at byte {err.start}). Re-copy the file.") from err
+    lines = _read_utf8(path).split("\n")
     numbers = [n for n, line in enumerate(lines, start=1) if line.strip()]
     try:  # one parse of the whole file is several times faster than one per line
         rows = json.loads("[" + ",".join(lines[n - 1] for n in numbers) + "]")
@@ -484,13 +498,16 @@ def _local_label_names(folder: Path, spec: TaskSpec) -> list[str]:
     if not path.exists():
         raise DataError(f"{where} is missing in {folder}; it lists the label names of {spec.name} in id order. Re-copy it, or write {example}.")
     try:
-        features = json.loads(path.read_text(encoding="utf-8"))
+        features = json.loads(_read_utf8(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{where} is not valid JSON ({err.msg}, line {err.lineno} column {err.colno}). Repair it or re-copy it.") from err
     names = features.get(spec.label_field) if isinstance(features, dict) else None
     if names is None:
         found = ", ".join(map(repr, features)) if isinstance(features, dict) else type(features).__name__
         raise DataError(f"{where} has no {spec.label_field!r} field (found: {found or 'nothing'}); it must list {spec.name}'s label names in id order. Add it: {example}.")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{where}: {spec.label_field!r} is {_short(names)} ({type(names).__name__}), "
+                        f"not a list of label names in id order such as {example}. {_recopy_hint(path)}")
     if list(names) != list(spec.label_names):
         raise DataError(
             f"{where} lists {spec.label_field} names {names}, but the registry (and the hub) name the ids "

@@ -2,12 +2,15 @@
 
 Sentence tasks keep one 0/1 per example (correct or not); token tasks keep, per sentence, the counts
 of true-positive, false-positive and false-negative entities, from which entity F1 (the CoNLL score,
-as seqeval computes it) follows for any resample of the sentences.
+as seqeval computes it) follows for any resample of the sentences. Token tasks are scored over every
+word of every sentence: a word without a prediction (cut off by max_length, or without any sub-token)
+counts as predicted "O", so its gold entity is a miss, and the metrics say how many there were.
 """
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,8 +19,9 @@ import torch.nn.functional as F
 from seqeval.metrics.sequence_labeling import get_entities
 from sklearn.metrics import f1_score
 
-from .batches import to_device
+from .batches import WordAlignment, to_device
 from .data import TaskData
+from .errors import MTLError
 
 PRIMARY_METRIC = {"sentence": "accuracy", "token": "entity_f1"}
 
@@ -57,9 +61,49 @@ def entity_counts(gold: list[str], pred: list[str]) -> tuple[int, int, int]:
     return len(gold_set & pred_set), len(pred_set - gold_set), len(gold_set - pred_set)
 
 
+def _token_metrics(task: TaskData, preds: list[list[int]], golds: list[list[int]],
+                   words: Sequence[WordAlignment]) -> tuple[np.ndarray, dict[str, float]]:
+    """Per-sentence entity counts and metrics over every word: a word without a prediction is "O"."""
+    names = task.label_names
+    if "O" not in names:
+        raise MTLError(f"Token task {task.name!r} has no 'O' tag among {names}; words without a prediction need one.")
+    if len(words) != len(preds):
+        raise MTLError(f"{task.name}: {len(preds)} sentences were scored but {len(words)} word alignments given. "
+                       "Pass TokenizedTasks.alignments(task, split) in the loader's row order.")
+    outside = names.index("O")
+    outcomes, correct, total, words_cut, without_tokens, entities_cut = [], 0, 0, 0, 0, 0
+    for k, (pred, gold, sentence) in enumerate(zip(preds, golds, words)):
+        if len(sentence.scored) != len(pred) or [sentence.labels[w] for w in sentence.scored] != gold:
+            raise MTLError(f"{task.name} sentence {k}: the word alignment does not fit the loader's labels; the "
+                           "alignments must be in the loader's row order (Trainer.evaluate_outcomes does this).")
+        full = [outside] * len(sentence.labels)
+        for word, tag in zip(sentence.scored, pred):
+            full[word] = tag
+        gold_tags, pred_tags = [names[i] for i in sentence.labels], [names[i] for i in full]
+        outcomes.append(entity_counts(gold_tags, pred_tags))
+        correct += sum(a == b for a, b in zip(sentence.labels, full))
+        total += len(full)
+        words_cut += len(full) - sentence.cut_at
+        without_tokens += sentence.cut_at - len(sentence.scored)
+        entities_cut += sum(end >= sentence.cut_at for _, _, end in get_entities(gold_tags))
+    outcomes = np.array(outcomes, dtype=np.int32).reshape(-1, 3)
+    return outcomes, {"entity_f1": float(metric_from_outcomes("token", outcomes)),
+                      "token_accuracy": correct / max(total, 1), "words_cut": words_cut,
+                      "entities_cut": entities_cut, "words_without_tokens": without_tokens}
+
+
 @torch.no_grad()
-def evaluate_task(model, task: TaskData, split: str, loader, device: torch.device, autocast=None) -> TaskEvaluation:
-    """Metrics and outcomes of `model` on one task's loader (eval mode; the mode is restored after)."""
+def evaluate_task(model, task: TaskData, split: str, loader, device: torch.device, autocast=None,
+                  words: Sequence[WordAlignment] | None = None) -> TaskEvaluation:
+    """Metrics and outcomes of `model` on one task's loader (eval mode; the mode is restored after).
+
+    Token tasks need `words`: each sentence's WordAlignment in the loader's row order
+    (TokenizedTasks.alignments), so that words the model never saw are scored too.
+    """
+    if task.level == "token" and words is None:
+        raise MTLError(f"evaluate_task on token task {task.name!r} needs words=: the WordAlignment of each sentence, "
+                       "in the loader's row order (TokenizedTasks.alignments(task, split)), so that words cut off by "
+                       "max_length are scored too.")
     was_training = model.training
     model.eval()
     started = time.perf_counter()
@@ -91,11 +135,7 @@ def evaluate_task(model, task: TaskData, split: str, loader, device: torch.devic
                    "macro_f1": float(f1_score(golds, preds, average="macro", labels=range(len(task.label_names)), zero_division=0)),
                    "loss": loss}
     else:
-        names = task.label_names
-        outcomes = np.array([entity_counts([names[i] for i in g], [names[i] for i in p]) for p, g in zip(preds, golds)],
-                            dtype=np.int32).reshape(-1, 3)
-        tokens = sum(len(g) for g in golds)
-        metrics = {"entity_f1": float(metric_from_outcomes("token", outcomes)),
-                   "token_accuracy": sum(int(a == b) for p, g in zip(preds, golds) for a, b in zip(p, g)) / max(tokens, 1),
-                   "loss": loss}
+        outcomes, scores = _token_metrics(task, preds, golds, words)
+        metrics = {"entity_f1": scores.pop("entity_f1"), "token_accuracy": scores.pop("token_accuracy"),
+                   "loss": loss, **scores}
     return TaskEvaluation(task.name, split, task.level, metrics, outcomes, seconds)

@@ -3,6 +3,8 @@ trained on them train exactly as on the backbone's live output (a frozen part ru
 only without running the transformer at every step."""
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch.utils.data import default_collate
 from transformers import PreTrainedTokenizerBase
@@ -58,10 +60,17 @@ _SHARED: dict[tuple, torch.Tensor] = {}  # features of a frozen backbone, reused
 _SHARED_LIMIT = 64
 
 
-def backbone_fingerprint(model: MultiTaskModel) -> tuple:
-    """A checksum of the backbone's weights: two backbones with equal fingerprints embed alike."""
+def backbone_fingerprint(model: MultiTaskModel) -> str:
+    """A hash of the backbone's exact weights: the name, dtype, shape and bytes of every parameter and
+    buffer. Sums would not do: permuting values (swapping two token embeddings) keeps every sum."""
+    digest = hashlib.blake2b(digest_size=32)
     with torch.no_grad():
-        return tuple(round(float(p.detach().double().sum()), 6) for p in model.encoder.parameters())
+        for kind, named in (("parameter", model.encoder.named_parameters()), ("buffer", model.encoder.named_buffers())):
+            for name, tensor in named:
+                flat = tensor.detach().cpu().contiguous().reshape(-1)
+                digest.update(f"{kind} {name} {flat.dtype} {tuple(tensor.shape)}\n".encode())
+                digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class FeatureCache:
@@ -77,6 +86,15 @@ class FeatureCache:
                 raise MTLError(f"cache_features works for sentence tasks only; {name!r} is token-level. Set cache_features=False.")
         self.check()
         self._rows: dict[tuple[str, str], list[dict]] = {}
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """The backbone's weight hash, computed once: the backbone stays frozen while the cache lives
+        (the Trainer refuses to unfreeze it), and hashing 22.7M parameters at every split would cost."""
+        if self._fingerprint is None:
+            self._fingerprint = backbone_fingerprint(self.model)
+        return self._fingerprint
 
     def check(self) -> None:
         trainable = backbone_is_frozen(self.model)
@@ -95,7 +113,7 @@ class FeatureCache:
                 self._rows[key] = [train[i] for i in self.tokenized.train_eval_ids(task)]
             else:
                 tokens = self.tokenized.rows(task, split)
-                shared = (backbone_fingerprint(self.model), hash(tuple(tuple(r["input_ids"]) for r in tokens)), self.autocast is None)
+                shared = (self.fingerprint, hash(tuple(tuple(r["input_ids"]) for r in tokens)), self.autocast is None)
                 features = _SHARED.get(shared)
                 if features is None:
                     collate = make_collator(self.tasks[task], self.tokenized.tokenizer, "longest", self.tokenized.max_length)

@@ -493,7 +493,12 @@ class Trainer:
             order = self._eval_order(rows)
             loader = make_loader([rows[i] for i in order], self.data.collator(name), self.config.eval_batch_size, False,
                                  pin_memory=self.pin_memory)
-            result = evaluate_task(self.model, self.tasks[name], split, loader, self.device, self._autocast_factory())
+            words = None
+            if self.tasks[name].level == "token":  # every word is scored, also those max_length cut off
+                alignments = self.tokenized.alignments(name, split)
+                words = [alignments[i] for i in order]
+            result = evaluate_task(self.model, self.tasks[name], split, loader, self.device, self._autocast_factory(),
+                                   words)
             restored = np.empty_like(result.outcomes)
             restored[order] = result.outcomes  # back to the split's own row order: runs stay comparable
             result.outcomes = restored

@@ -187,6 +187,37 @@ def test_bad_features_file(tmp_path, content, problem):
         load_task("trec", data_dir=tmp_path)
 
 
+@pytest.mark.parametrize("content, problem", [
+    ('{"coarse_label": 6}', r"trec/features.json: 'coarse_label' is 6 \(int\), not a list of label names"),
+    ('{"coarse_label": "ABBR ENTY"}', r"trec/features.json: 'coarse_label' is 'ABBR ENTY' \(str\), not a list"),
+    ('{"coarse_label": [0, 1, 2, 3, 4, 5]}', r"trec/features.json: 'coarse_label' is \[0, 1, 2, 3, 4, 5\] \(list\)"),
+])
+def test_features_file_whose_names_are_not_a_list_of_strings(tmp_path, content, problem):
+    folder = _copy_trec(tmp_path)
+    (folder / "features.json").write_text(content)
+    with pytest.raises(DataError, match=problem + r".*Re-copy the trec folder \(python scripts/fetch_data.py DIR"):
+        load_task("trec", data_dir=tmp_path)
+
+
+def test_features_file_that_is_not_utf8_names_file_line_and_fix(tmp_path):
+    folder = _copy_trec(tmp_path)
+    text = (folder / "features.json").read_bytes()
+    (folder / "features.json").write_bytes(text.replace(b'"HUM"', b'"H\xffM"'))  # line 6: {, the field, 3 names
+    with pytest.raises(DataError, match=r"trec/features.json line 6 is not UTF-8 text \(.*byte \d+\)\. "
+                                        r"Re-copy the trec folder \(python scripts/fetch_data.py DIR"):
+        load_task("trec", data_dir=tmp_path)
+
+
+def test_jsonl_file_that_is_not_utf8_names_file_line_and_fix(tmp_path):
+    folder = _copy_trec(tmp_path)
+    lines = (folder / "test.jsonl").read_bytes().split(b"\n")
+    lines[6] = lines[6].replace(b'"text": "', b'"text": "\xe9', 1)  # a Latin-1 byte where UTF-8 needs two
+    (folder / "test.jsonl").write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError, match=r"trec/test.jsonl line 7 is not UTF-8 text \(.*byte \d+\)\. Re-copy the trec "
+                                        r"folder \(python scripts/fetch_data.py DIR"):
+        load_task("trec", data_dir=tmp_path)
+
+
 @pytest.mark.parametrize("kwargs, problem", [
     ({"max_train": 100.0}, r"trec train \(max_train\): expected a whole number of rows or None .*100.0 \(float\)"),
     ({"max_train": 0.5}, r"trec train \(max_train\): expected a whole number"),
