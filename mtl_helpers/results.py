@@ -156,7 +156,8 @@ class RunRecord:
     interrupted: bool = False
     config: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
-    # split -> task -> examples_digest of the rows scored, in the order of `outcomes`: compare pairs only the same examples
+    # split -> task -> examples_digest of the rows scored, in the order of `outcomes`: compare pairs only the
+    # same examples
     examples: dict[str, dict[str, str]] = field(default_factory=dict)
     schema: int = RECORD_SCHEMA
 
@@ -207,7 +208,8 @@ class RunRecord:
             for task, result in trainer.evaluate_outcomes(split).items():
                 metrics.setdefault(split, {})[task] = result.metrics
                 outcomes.setdefault(split, {})[task] = _encode_outcomes(result.outcomes)
-                examples_scored.setdefault(split, {})[task] = examples_digest(trainer.tokenized.source_rows(task, split))
+                rows = trainer.tokenized.source_rows(task, split)
+                examples_scored.setdefault(split, {})[task] = examples_digest(rows)
                 inference.append((result.examples, result.seconds))
         examples, seconds = map(sum, zip(*inference)) if inference else (0, 0.0)
         return cls(
@@ -234,8 +236,8 @@ class RunRecord:
             for name, result in per.items():
                 rows = split_rows(tasks[name], split)
                 if len(result.outcomes) != len(rows):
-                    raise MTLError(f"from_outcomes: {len(result.outcomes)} outcomes of {name!r} on {split!r}, but the split has "
-                                   f"{len(rows)} rows; give one outcome per row, in the split's row order.")
+                    raise MTLError(f"from_outcomes: {len(result.outcomes)} outcomes of {name!r} on {split!r}, but the "
+                                   f"split has {len(rows)} rows; give one outcome per row, in the split's row order.")
                 examples_scored.setdefault(split, {})[name] = examples_digest(rows)
         return cls(
             scenario=scenario, profile=profile, seed=seed, model=model,
@@ -261,9 +263,9 @@ class RunRecord:
 
 
 # The main fields of a record file and the JSON types they must have (a file of another shape is corrupt).
-_FIELD_TYPES = {"scenario": str, "profile": str, "seed": int, "model": str, "tasks": dict, "device": str, "budget": dict,
-                "trained": dict, "metrics": dict, "outcomes": dict, "examples": dict, "interrupted": bool, "config": dict,
-                "extra": dict, "schema": int}
+_FIELD_TYPES = {"scenario": str, "profile": str, "seed": int, "model": str, "tasks": dict, "device": str,
+                "budget": dict, "trained": dict, "metrics": dict, "outcomes": dict, "examples": dict,
+                "interrupted": bool, "config": dict, "extra": dict, "schema": int}
 
 
 def _check_record_types(data: object) -> None:
@@ -302,10 +304,11 @@ def save_record(record: RunRecord, root: str | os.PathLike | None = None, replac
                            "it is left as it is. Move it away or delete it, then save again.")
         replace = replace or os.environ.get(REPLACE_ENV) == "1"
         if not replace and is_book_results(base) and stored.extra.get("spec_hash") != record.extra.get("spec_hash"):
-            raise MTLError(f"{shown_path(path)} is the book's stored run of {record.scenario!r} (seed {record.seed}), made "
-                           f"with another spec ({stored.extra.get('spec_hash')} vs {record.extra.get('spec_hash')}); it is "
-                           "not replaced. For your own runs set MTL_RESULTS_DIR to a folder of your own; to regenerate the "
-                           f"book's records run `make notebooks` (or save_record(..., replace=True), or {REPLACE_ENV}=1).")
+            raise MTLError(f"{shown_path(path)} is the book's stored run of {record.scenario!r} (seed {record.seed}), "
+                           f"made with another spec ({stored.extra.get('spec_hash')} vs "
+                           f"{record.extra.get('spec_hash')}); it is not replaced. For your own runs set "
+                           "MTL_RESULTS_DIR to a folder of your own; to regenerate the book's records run "
+                           f"`make notebooks` (or save_record(..., replace=True), or {REPLACE_ENV}=1).")
     path = write_json_atomic(path, record.to_json())
     write_index(root)
     return path
@@ -404,7 +407,8 @@ def stored_records(profile: str, repository_url: str, branch: str = "main", cach
             raise ValueError("the index's records are not a list")
         bad = next((n for n in names if _cached_record_path(folder, n) is None), None)
         if bad is not None:
-            return [], f"no stored records: the index at {raw} lists {bad!r}, which is not a record name (<scenario>/<file>.json)"
+            return [], (f"no stored records: the index at {raw} lists {bad!r}, which is not a record name "
+                        "(<scenario>/<file>.json)")
         paths = [_cached_record_path(folder, n) for n in names]
         for name, target in zip(names, paths):  # every call: a record the book re-ran replaces the cached copy
             content = fetch(f"{raw}/{name}")

@@ -81,15 +81,16 @@ def _check_same_examples(records: Sequence[RunRecord], split: str, task: str) ->
     """Outcomes are paired example by example: every run must have been scored on the same rows, in the same order."""
     for r in records:
         if not r.examples.get(split, {}).get(task):
-            raise MTLError(f"Record {r.scenario!r} (seed {r.seed}) does not say which {task} {split} examples it was scored "
-                           "on (it was written before records kept a digest of them); re-run it to compare it.")
+            raise MTLError(f"Record {r.scenario!r} (seed {r.seed}) does not say which {task} {split} examples it was "
+                           "scored on (it was written before records kept a digest of them); re-run it to compare it.")
     digests = {}
     for r in records:
         digests.setdefault(r.examples[split][task], []).append(f"{r.scenario} seed {r.seed}")
     if len(digests) > 1:
         groups = "; ".join(", ".join(runs) for runs in digests.values())
         raise MTLError(f"These runs were scored on different {task} {split} examples (groups with the same examples: "
-                       f"{groups}), e.g. from different copies of the data; compare runs scored on the same held-out rows.")
+                       f"{groups}), e.g. from different copies of the data; compare runs scored on the same held-out "
+                       "rows.")
 
 
 def _outcomes(records: Sequence[RunRecord], split: str, task: str) -> tuple[str, np.ndarray]:
@@ -137,8 +138,8 @@ def compare(a: Sequence[RunRecord], b: Sequence[RunRecord], split: str = "valida
         _check_same_examples([*a, *b], term_split, task)
         n = out_a.shape[1]
         if n == 0:
-            raise MTLError(f"The runs hold no {task} {term_split} examples, so there is nothing to compare; score them on "
-                           "a non-empty split.")
+            raise MTLError(f"The runs hold no {task} {term_split} examples, so there is nothing to compare; score them "
+                           "on a non-empty split.")
         examples += n
         resample = rng.multinomial(n, np.full(n, 1 / n), size=n_boot).astype(float)  # shared by both arms
         per_seed_a = np.stack([metric_from_outcomes(level, o, resample) for o in out_a], axis=1)  # (boot, seeds)

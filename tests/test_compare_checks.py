@@ -19,8 +19,8 @@ def arm(name, correct_by_seed, task="t", split="validation", level="sentence", s
     for seed, correct in zip(seeds or range(len(correct_by_seed)), correct_by_seed):
         correct = np.asarray(correct)
         records.append(RunRecord(scenario=name, profile="cpu", seed=seed, model="m",
-                                 tasks={task: {"level": level, "metric": "accuracy" if level == "sentence" else "entity_f1",
-                                               "sizes": {}}},
+                                 tasks={task: {"level": level, "sizes": {},
+                                               "metric": "accuracy" if level == "sentence" else "entity_f1"}},
                                  metrics={split: {task: {"accuracy": float(correct.mean())}}},
                                  outcomes={split: {task: _encode_outcomes(correct)}},
                                  examples={split: {task: digest}}))
@@ -51,8 +51,9 @@ def test_runs_scored_on_other_examples_are_refused(trec):
     tokenizer = AutoTokenizer.from_pretrained(default_model_path())
     original, moved = untrained_record(trec, tokenizer), untrained_record(shifted, tokenizer)
     assert original.examples["validation"]["trec"] == examples_digest(rows)
-    assert original.examples["train_eval"]["trec"] == examples_digest(
-        [trec.splits["train"][i] for i in sorted(np.random.default_rng(0).permutation(len(trec.splits["train"]))[:len(rows)])])
+    train = trec.splits["train"]
+    train_eval_ids = sorted(np.random.default_rng(0).permutation(len(train))[:len(rows)])  # TokenizedTasks' slice
+    assert original.examples["train_eval"]["trec"] == examples_digest([train[i] for i in train_eval_ids])
     assert len(original.outcome_array("trec")) == len(moved.outcome_array("trec"))
     assert compare([original], [original], tasks=["trec"]).effect == 0
     with pytest.raises(MTLError, match=r"different trec validation examples.*untrained"):

@@ -20,7 +20,7 @@ def arm(name, correct_by_seed, task="t", split="validation", level="sentence"):
                                  tasks={task: {"level": level, "metric": "accuracy" if level == "sentence" else "entity_f1", "sizes": {}}},
                                  metrics={split: {task: {"accuracy": value}}},
                                  outcomes={split: {task: _encode_outcomes(correct)}},
-                                 examples={split: {task: f"{task}-{split}-{len(correct)}"}}))  # stands for the rows' digest
+                                 examples={split: {task: f"{task}-{split}-{len(correct)}"}}))  # stands for a digest
     return records
 
 
