@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -35,7 +34,7 @@ def spec_hash(spec: dict) -> str:
 def run_fingerprint(spec: dict, splits: Sequence[str]) -> str:
     """What decides reuse: the spec, the splits a record must hold, and the order of the tasks when the spec
     maps them (`spec["tasks"]`; the hash sorts mapping keys, and the order of the tasks changes a run)."""
-    tasks = spec.get("tasks")
+    tasks = spec.get("tasks") if isinstance(spec, dict) else None
     order = list(tasks) if isinstance(tasks, dict) else None
     return spec_hash({"spec": spec, "splits": sorted(set(splits)), "task_order": order})
 
