@@ -24,7 +24,7 @@ from .experiments import run_seeds
 from .groups import train_only
 from .model import MultiTaskModel
 from .profiles import Profile
-from .results import RunRecord, _encode_outcomes
+from .results import RunRecord, _encode_outcomes, examples_digest
 from .train import Trainer, TrainConfig
 
 
@@ -79,7 +79,9 @@ class Recipe:
         return replace(self, **changes)
 
     def spec(self, tasks: Sequence[TaskData], ood: Sequence[tuple[str, TaskData]] = ()) -> dict:
+        # "task_order": the hash sorts mapping keys, and training task A first differs from training task B first
         return {"recipe": asdict(self), "tasks": {t.name: t.sizes() for t in tasks},
+                "task_order": [t.name for t in tasks],
                 "ood": [(head, t.name, t.sizes().get("test")) for head, t in ood]}
 
 
@@ -154,11 +156,13 @@ def replace_name(task: TaskData, name: str) -> TaskData:
 
 def score_ood(record: RunRecord, trainer: Trainer, ood: Sequence[tuple[str, TaskData]]) -> RunRecord:
     """For every (head, data) in `ood`, the head's score on that data's test split, stored in `record`
-    under the split name "ood:<data name>" (metrics and per-example outcomes, so `compare` works)."""
+    under the split name "ood:<data name>" (metrics, per-example outcomes and the digest of the rows, so
+    `compare` works)."""
     for head, data in ood:
         result = evaluate_transfer(trainer, head, data)
         record.metrics.setdefault(f"ood:{data.name}", {})[head] = result.metrics
         record.outcomes.setdefault(f"ood:{data.name}", {})[head] = _encode_outcomes(result.outcomes)
+        record.examples.setdefault(f"ood:{data.name}", {})[head] = examples_digest(data.splits["test"])
     return record
 
 

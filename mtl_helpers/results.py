@@ -3,6 +3,7 @@ model, profile and seed; collecting records filters on those keys and refuses to
 in one table."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -16,8 +17,35 @@ import pandas as pd
 
 from .errors import MTLError
 
-RECORD_SCHEMA = 2
+RECORD_SCHEMA = 3  # 3: records name the examples they were scored on (`examples`); older ones are not read
 SCENARIO_NAME = re.compile(r"^[a-z0-9][a-z0-9._+=-]{0,95}$")
+REPLACE_ENV = "MTL_REPLACE_RECORDS"  # "1": a run may replace the book's own record made with another spec
+
+
+def check_folder_name(kind: str, name: object) -> str:
+    """`name` if it is a safe folder name (scenarios and profiles become folders under the results folder)."""
+    if not isinstance(name, str) or not SCENARIO_NAME.match(name):
+        raise MTLError(f"{kind} name {name!r} is not allowed: use lower-case letters, digits and . _ + = - "
+                       "(it becomes a folder name under the results folder, so no slashes or '..').")
+    return name
+
+
+def examples_digest(rows: list[dict]) -> str:
+    """sha256 of the texts and labels of `rows`, in order: two runs whose outcomes are compared example by
+    example must have been scored on the same rows in the same order, not merely as many."""
+    canonical = json.dumps([[row["text"], row["label"]] for row in rows], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def split_rows(task, split: str) -> list[dict]:
+    """The rows of `task` (a TaskData) that a Trainer scores on `split`, in the order of its outcomes
+    ("train_eval": the fixed slice of the training rows)."""
+    from .batches import TokenizedTasks  # the one definition of the "train_eval" slice
+
+    try:
+        return TokenizedTasks({task.name: task}, tokenizer=None).source_rows(task.name, split)
+    except KeyError as err:
+        raise MTLError(f"{err.args[0]} Score only the splits the task has.") from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -82,7 +110,13 @@ def results_root() -> Path:
 
 
 def results_dir(profile: str) -> Path:
-    return results_root() / profile
+    return results_root() / check_folder_name("Profile", profile)
+
+
+def is_book_results(root: Path) -> bool:
+    """Whether `root` is the results folder committed with the book (results/ at the repository root)."""
+    book = book_root()
+    return book is not None and Path(root).resolve() == (book / "results").resolve()
 
 
 def _encode_outcomes(outcomes: np.ndarray):
@@ -122,12 +156,14 @@ class RunRecord:
     interrupted: bool = False
     config: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    # split -> task -> examples_digest of the rows scored, in the order of `outcomes`: compare pairs only the
+    # same examples
+    examples: dict[str, dict[str, str]] = field(default_factory=dict)
     schema: int = RECORD_SCHEMA
 
     def __post_init__(self) -> None:
-        if not isinstance(self.scenario, str) or not SCENARIO_NAME.match(self.scenario):
-            raise MTLError(f"Scenario name {self.scenario!r} is not allowed: use lower-case letters, digits and . _ + = - "
-                           "(it becomes a folder name under the results folder, so no slashes or '..').")
+        check_folder_name("Scenario", self.scenario)
+        check_folder_name("Profile", self.profile)
 
     # -- keys
     @property
@@ -139,8 +175,10 @@ class RunRecord:
         return (self.scenario, self.task_key, self.model, self.profile, self.seed)
 
     def file_name(self) -> str:
+        # The slug keeps the name readable; the hash of the exact name keeps "org/x" and "org_x" apart.
         model = re.sub(r"[^A-Za-z0-9._-]+", "_", self.model)
-        return f"{self.task_key}--{model}--seed{self.seed}.json"
+        model_hash = hashlib.sha256(self.model.encode()).hexdigest()[:8]
+        return f"{self.task_key}--{model}-{model_hash}--seed{self.seed}.json"
 
     # -- reading values
     def metric(self, task: str, split: str = "validation", name: str | None = None) -> float:
@@ -152,22 +190,26 @@ class RunRecord:
         return float(np.mean([self.metric(t, split) for t in self.tasks]))
 
     def outcome_array(self, task: str, split: str = "validation") -> np.ndarray:
-        try:
-            return decode_outcomes(self.outcomes[split][task])
-        except KeyError:
+        if split not in self.outcomes:
             raise MTLError(f"Record {self.scenario!r} (seed {self.seed}) holds no outcomes of {task!r} on {split!r}; "
-                           f"it has {sorted(self.outcomes)}.") from None
+                           f"it has outcomes on the splits {sorted(self.outcomes)}.")
+        if task not in self.outcomes[split]:
+            raise MTLError(f"Record {self.scenario!r} (seed {self.seed}) holds no outcomes of {task!r} on {split!r}; "
+                           f"it has outcomes of the tasks {sorted(self.outcomes[split])} there.")
+        return decode_outcomes(self.outcomes[split][task])
 
     # -- building
     @classmethod
     def from_trainer(cls, trainer, scenario: str, profile: str, splits: tuple[str, ...], extra: dict) -> "RunRecord":
         from .train import model_label
 
-        metrics, outcomes, inference = {}, {}, []
+        metrics, outcomes, examples_scored, inference = {}, {}, {}, []
         for split in splits:
             for task, result in trainer.evaluate_outcomes(split).items():
                 metrics.setdefault(split, {})[task] = result.metrics
                 outcomes.setdefault(split, {})[task] = _encode_outcomes(result.outcomes)
+                rows = trainer.tokenized.source_rows(task, split)
+                examples_scored.setdefault(split, {})[task] = examples_digest(rows)
                 inference.append((result.examples, result.seconds))
         examples, seconds = map(sum, zip(*inference)) if inference else (0, 0.0)
         return cls(
@@ -182,18 +224,27 @@ class RunRecord:
             inference_examples_per_second=round(examples / seconds, 2) if seconds else None,
             peak_memory_mb=round(trainer.peak_memory_mb, 1) if trainer.memory_method else None, memory_method=trainer.memory_method,
             interrupted=trainer.history.ever_interrupted, config=trainer.config_dict(), extra=dict(extra),
+            examples=examples_scored,
         )
 
     @classmethod
     def from_outcomes(cls, scenario: str, profile: str, seed: int, model: str, tasks: dict, results: dict, **fields_) -> "RunRecord":
         """A record for a method without a Trainer (e.g. a nearest-centroid classifier): `results` maps
-        split -> task -> TaskEvaluation."""
+        split -> task -> TaskEvaluation, each with one outcome per row of that task's split, in row order."""
+        examples_scored = {}
+        for split, per in results.items():
+            for name, result in per.items():
+                rows = split_rows(tasks[name], split)
+                if len(result.outcomes) != len(rows):
+                    raise MTLError(f"from_outcomes: {len(result.outcomes)} outcomes of {name!r} on {split!r}, but the "
+                                   f"split has {len(rows)} rows; give one outcome per row, in the split's row order.")
+                examples_scored.setdefault(split, {})[name] = examples_digest(rows)
         return cls(
             scenario=scenario, profile=profile, seed=seed, model=model,
             tasks={n: {"level": t.level, "metric": "accuracy" if t.level == "sentence" else "entity_f1", "sizes": t.sizes()} for n, t in tasks.items()},
             metrics={s: {t: r.metrics for t, r in per.items()} for s, per in results.items()},
             outcomes={s: {t: _encode_outcomes(r.outcomes) for t, r in per.items()} for s, per in results.items()},
-            **fields_,
+            examples=examples_scored, **fields_,
         )
 
     def to_json(self) -> dict:
@@ -202,6 +253,7 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> "RunRecord":
+        _check_record_types(data)
         known = {f.name for f in fields(cls)}
         record = cls(**{k: v for k, v in data.items() if k in known})
         order = data.get("task_order")
@@ -210,17 +262,54 @@ class RunRecord:
         return record
 
 
+# The main fields of a record file and the JSON types they must have (a file of another shape is corrupt).
+_FIELD_TYPES = {"scenario": str, "profile": str, "seed": int, "model": str, "tasks": dict, "device": str,
+                "budget": dict, "trained": dict, "metrics": dict, "outcomes": dict, "examples": dict,
+                "interrupted": bool, "config": dict, "extra": dict, "schema": int}
+
+
+def _check_record_types(data: object) -> None:
+    if not isinstance(data, dict):
+        raise MTLError(f"the file holds a JSON {type(data).__name__}, not a record object")
+    for name, kind in _FIELD_TYPES.items():
+        if name not in data:  # a missing required field fails in the constructor; the others have defaults
+            continue
+        value = data[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise MTLError(f"field {name!r} is {value!r}, not a {kind.__name__}")
+    for name in ("tasks", "metrics", "outcomes", "examples"):
+        if not all(isinstance(v, dict) for v in data.get(name, {}).values()):
+            raise MTLError(f"field {name!r} must map each name to an object")
+
+
 INDEX = "index.json"  # every profile folder lists its records, so a copy can be fetched file by file
 
 
-def save_record(record: RunRecord, root: str | os.PathLike | None = None) -> Path:
-    """Write a record atomically to <root>/<profile>/<scenario>/<tasks>--<model>--seed<k>.json
-    (root: `results_root()`), replacing an older run with the same key, and update the folder's index."""
-    root = (Path(root) if root is not None else results_root()) / record.profile
-    folder = (root / record.scenario).resolve()
+def save_record(record: RunRecord, root: str | os.PathLike | None = None, replace: bool = False) -> Path:
+    """Write a record atomically to <root>/<profile>/<scenario>/<tasks>--<model>-<hash>--seed<k>.json
+    (root: `results_root()`), replacing an older run with the same key, and update the folder's index.
+
+    In the book's own results folder (results/ of the checkout), a stored record made with another spec
+    (`extra["spec_hash"]`) is replaced only with `replace=True` or MTL_REPLACE_RECORDS=1."""
+    base = Path(root) if root is not None else results_root()
+    root = base / check_folder_name("Profile", record.profile)
+    folder = (root / check_folder_name("Scenario", record.scenario)).resolve()
     if root.resolve() not in folder.parents:
         raise MTLError(f"Scenario {record.scenario!r} would write outside the results folder {root}.")
-    path = write_json_atomic(folder / record.file_name(), record.to_json())
+    path = folder / record.file_name()
+    if path.exists():
+        stored = read_record(path)
+        if stored.key != record.key:
+            raise MTLError(f"The record file {shown_path(path)} holds another run ({stored.key}), not {record.key}; "
+                           "it is left as it is. Move it away or delete it, then save again.")
+        replace = replace or os.environ.get(REPLACE_ENV) == "1"
+        if not replace and is_book_results(base) and stored.extra.get("spec_hash") != record.extra.get("spec_hash"):
+            raise MTLError(f"{shown_path(path)} is the book's stored run of {record.scenario!r} (seed {record.seed}), "
+                           f"made with another spec ({stored.extra.get('spec_hash')} vs "
+                           f"{record.extra.get('spec_hash')}); it is not replaced. For your own runs set "
+                           "MTL_RESULTS_DIR to a folder of your own; to regenerate the book's records run "
+                           f"`make notebooks` (or save_record(..., replace=True), or {REPLACE_ENV}=1).")
+    path = write_json_atomic(path, record.to_json())
     write_index(root)
     return path
 
@@ -234,29 +323,24 @@ def read_record(path: Path) -> RunRecord:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return RunRecord.from_json(data)
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError, MTLError) as err:
+    except (json.JSONDecodeError, TypeError, ValueError, UnicodeDecodeError, MTLError) as err:
         raise MTLError(f"The result record {path} is corrupt ({type(err).__name__}: {err}). Delete it and re-run the "
                        "notebook that wrote it.") from err
 
 
 def load_records(profile: str, scenario: str | None = None, tasks: list[str] | None = None, model: str | None = None,
                  seeds: list[int] | None = None, root: str | os.PathLike | None = None) -> list[RunRecord]:
-    """Records of one profile, filtered by scenario, tasks, model and seeds; other schemas are skipped."""
-    root = (Path(root) if root is not None else results_root()) / profile
-    pattern = f"{scenario}/*.json" if scenario else "*/*.json"
-    out = []
-    for path in sorted(root.glob(pattern)):
-        record = read_record(path)
-        if record.schema != RECORD_SCHEMA or record.profile != profile:
-            continue
-        if tasks is not None and record.task_key != "+".join(sorted(tasks)):
-            continue
-        if model is not None and record.model != model:
-            continue
-        if seeds is not None and record.seed not in seeds:
-            continue
-        out.append(record)
-    return out
+    """Records of one profile, filtered by scenario, tasks, model and seeds, in (scenario, tasks, model,
+    seed) order (seed 2 before seed 10); other schemas are skipped."""
+    root = (Path(root) if root is not None else results_root()) / check_folder_name("Profile", profile)
+    pattern = f"{check_folder_name('Scenario', scenario)}/*.json" if scenario else "*/*.json"
+    return _read_records(root.glob(pattern), profile, scenario=scenario, tasks=tasks, model=model, seeds=seeds)
+
+
+def _read_records(paths, profile: str, **filters) -> list[RunRecord]:
+    records = [read_record(path) for path in paths]
+    kept = [r for r in records if r.schema == RECORD_SCHEMA and r.profile == profile and _matches(r, **filters)]
+    return sorted(kept, key=lambda r: (r.scenario, r.task_key, r.model, r.seed))
 
 
 def check_comparable(records: list[RunRecord]) -> None:
@@ -309,21 +393,45 @@ def stored_records(profile: str, repository_url: str, branch: str = "main", cach
     """The book's own stored records of `profile`: from the repository checkout when this runs inside
     one, else fetched from the repository on GitHub (index first, then each record) into `cache`.
     Returns the records and where they came from; none (and the reason) when neither is reachable."""
+    check_folder_name("Profile", profile)
     root = book_root()
     if root is not None and (root / "results" / profile).is_dir():
         return load_records(profile, root=root / "results"), f"the book's stored records in results/{profile}"
     owner_repo = repository_url.rstrip("/").split("github.com/")[-1]
     raw = f"https://raw.githubusercontent.com/{owner_repo}/{branch}/results/{profile}"
     cache = Path(cache) if cache is not None else Path.home() / ".cache" / "mtl_helpers" / "results"
+    folder = (cache / profile).resolve()
     try:
-        index = json.loads(fetch(f"{raw}/{INDEX}"))
-        for name in index["records"]:
-            target = cache / profile / name
-            if not target.exists():
-                atomic_write_bytes(target, fetch(f"{raw}/{name}"))
-    except (OSError, ValueError, KeyError) as err:
+        names = json.loads(fetch(f"{raw}/{INDEX}"))["records"]
+        if not isinstance(names, list):
+            raise ValueError("the index's records are not a list")
+        bad = next((n for n in names if _cached_record_path(folder, n) is None), None)
+        if bad is not None:
+            return [], (f"no stored records: the index at {raw} lists {bad!r}, which is not a record name "
+                        "(<scenario>/<file>.json)")
+        paths = [_cached_record_path(folder, n) for n in names]
+        for name, target in zip(names, paths):  # every call: a record the book re-ran replaces the cached copy
+            content = fetch(f"{raw}/{name}")
+            if not target.exists() or target.read_bytes() != content:
+                atomic_write_bytes(target, content)
+    except (OSError, ValueError, KeyError, TypeError) as err:
         return [], f"no stored records: {raw} could not be read ({type(err).__name__})"
-    return load_records(profile, root=cache), f"the book's stored records, fetched from {raw}"
+    # Only the listed files: a record the book no longer lists may still lie in the cache.
+    return _read_records(paths, profile), f"the book's stored records, fetched from {raw}"
+
+
+_RECORD_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,200}\.json$")
+
+
+def _cached_record_path(folder: Path, name: object) -> Path | None:
+    """Where the index entry `name` is cached, or None unless it is <scenario>/<file>.json inside `folder`."""
+    if not isinstance(name, str) or name.count("/") != 1:
+        return None
+    scenario, file = name.split("/")
+    if not SCENARIO_NAME.match(scenario) or not _RECORD_FILE.match(file) or file == INDEX:
+        return None
+    target = (folder / scenario / file).resolve()
+    return target if folder in target.parents else None
 
 
 def collect_records(profile: str, repository_url: str, **filters) -> tuple[list[RunRecord], list[str]]:

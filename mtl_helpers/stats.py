@@ -77,6 +77,22 @@ def _terms(records: Sequence[RunRecord], split: str, tasks: Sequence[str] | None
     return [(split, t, 1 / len(names)) for t in names]
 
 
+def _check_same_examples(records: Sequence[RunRecord], split: str, task: str) -> None:
+    """Outcomes are paired example by example: every run must have been scored on the same rows, in the same order."""
+    for r in records:
+        if not r.examples.get(split, {}).get(task):
+            raise MTLError(f"Record {r.scenario!r} (seed {r.seed}) does not say which {task} {split} examples it was "
+                           "scored on (it was written before records kept a digest of them); re-run it to compare it.")
+    digests = {}
+    for r in records:
+        digests.setdefault(r.examples[split][task], []).append(f"{r.scenario} seed {r.seed}")
+    if len(digests) > 1:
+        groups = "; ".join(", ".join(runs) for runs in digests.values())
+        raise MTLError(f"These runs were scored on different {task} {split} examples (groups with the same examples: "
+                       f"{groups}), e.g. from different copies of the data; compare runs scored on the same held-out "
+                       "rows.")
+
+
 def _outcomes(records: Sequence[RunRecord], split: str, task: str) -> tuple[str, np.ndarray]:
     arrays = [r.outcome_array(task, split) for r in records]
     if len({a.shape for a in arrays}) != 1:
@@ -95,6 +111,11 @@ def compare(a: Sequence[RunRecord], b: Sequence[RunRecord], split: str = "valida
     """
     if not a or not b:
         raise MTLError("compare needs at least one run in each arm.")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise MTLError(f"compare(n_boot={n_boot!r}): the number of bootstrap replicates must be an integer >= 1 "
+                       f"(the book uses {N_BOOT}).")
+    # By seed, before any random draw: the same runs listed in another order must give the same numbers.
+    a, b = sorted(a, key=_run_order), sorted(b, key=_run_order)
     terms = list(terms) if terms is not None else _terms(a, split, tasks)
     seeds_a, seeds_b = [r.seed for r in a], [r.seed for r in b]
     paired = sorted(seeds_a) == sorted(seeds_b) and len(set(seeds_a)) == len(seeds_a)
@@ -107,11 +128,18 @@ def compare(a: Sequence[RunRecord], b: Sequence[RunRecord], split: str = "valida
     effect, replicates, examples = 0.0, np.zeros(n_boot), 0
     for term_split, task, weight in terms:
         level, out_a = _outcomes(a, term_split, task)
-        _, out_b = _outcomes(b, term_split, task)
-        if out_a.shape[1] != out_b.shape[1]:
+        level_b, out_b = _outcomes(b, term_split, task)
+        if level != level_b:
+            raise MTLError(f"Arm A scores {task} as a {level} task and arm B as a {level_b} task; compare runs of the "
+                           "same task.")
+        if out_a.shape[1:] != out_b.shape[1:]:
             raise MTLError(f"The arms were scored on different {task} {term_split} sets ({out_a.shape[1]} vs "
                            f"{out_b.shape[1]} examples); compare runs on the same held-out examples.")
+        _check_same_examples([*a, *b], term_split, task)
         n = out_a.shape[1]
+        if n == 0:
+            raise MTLError(f"The runs hold no {task} {term_split} examples, so there is nothing to compare; score them "
+                           "on a non-empty split.")
         examples += n
         resample = rng.multinomial(n, np.full(n, 1 / n), size=n_boot).astype(float)  # shared by both arms
         per_seed_a = np.stack([metric_from_outcomes(level, o, resample) for o in out_a], axis=1)  # (boot, seeds)
@@ -126,11 +154,25 @@ def compare(a: Sequence[RunRecord], b: Sequence[RunRecord], split: str = "valida
     return Comparison(label_a, label_b, float(effect), float(low), float(high), len(a), len(b), paired, examples, metric)
 
 
+def _run_order(record: RunRecord) -> tuple:
+    return (record.seed, record.scenario, record.model)
+
+
 def summarize(arms: dict[str, Sequence[RunRecord]], split: str = "validation", tasks: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean and standard deviation over seeds of each task's metric (and their mean), one row per arm."""
     rows = []
     for name, records in arms.items():
+        if not records:
+            raise MTLError(f"summarize: arm {name!r} has no runs; give each arm at least one run record.")
         names = list(tasks) if tasks is not None else list(records[0].tasks)
+        task_sets = sorted({"+".join(sorted(r.tasks)) for r in records})
+        if len(task_sets) > 1 and tasks is None:
+            raise MTLError(f"summarize: arm {name!r} mixes runs trained on different tasks ({', '.join(task_sets)}); "
+                           "give each arm runs of one task set, or pass tasks=[...] that every run has.")
+        lacking = sorted({f"{r.scenario} seed {r.seed}" for r in records for t in names if t not in r.tasks})
+        if lacking:
+            raise MTLError(f"summarize: in arm {name!r}, {', '.join(lacking)} lack(s) one of the tasks {names}; pass "
+                           "tasks=[...] that every run has.")
         row = {"arm": name, "seeds": len(records)}
         values = np.array([[r.metric(t, split) for t in names] for r in records])
         for i, task in enumerate(names):

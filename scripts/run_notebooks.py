@@ -123,6 +123,9 @@ def main() -> int:
             removed = clean_notebook(Path("notebooks") / Path(name).name)
             print(f"{name}: " + ", ".join(f"{n} {what}" for what, n in removed.items()))
         return 0
+    # The runner regenerates the book's records: a run whose spec changed replaces the stored one (save_record refuses
+    # that in the checkout's results folder otherwise).
+    os.environ.setdefault("MTL_REPLACE_RECORDS", "1")
     if args.fresh:
         from mtl_helpers.results import results_dir
 

@@ -70,3 +70,33 @@ def test_the_rate_figure_lists_groups_from_the_top_down(tiny_recipes, trec, sst2
     ax = plot_lr_groups(rate_history(record))
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["head.sst2", "head.trec", "layer.2", "layer.1", "layer.0", "embeddings"]
+
+
+HEADS = Recipe(train=("heads",), head_lr=1e-2, epochs=0.5, batch_size=16)
+
+
+def test_a_stored_run_without_a_requested_split_is_not_reused(tiny_recipes, trec, sst2):
+    messages = []
+    [first] = run_recipe("splits", HEADS, [trec, sst2], [0], tiny_recipes, splits=("validation",), log=messages.append)
+    [both] = run_recipe("splits", HEADS, [trec, sst2], [0], tiny_recipes, splits=("validation", "test"),
+                        log=messages.append)
+    assert ["reused" in m for m in messages] == [False, False]
+    assert 0 <= both.metric("trec", "test") <= 1 and both.metric("trec") == first.metric("trec")
+
+
+def test_a_stored_run_of_the_tasks_in_another_order_is_not_reused(tiny_recipes, trec, sst2):
+    messages = []
+    run_recipe("task-order", HEADS, [trec, sst2], [0], tiny_recipes, log=messages.append)
+    [swapped] = run_recipe("task-order", HEADS, [sst2, trec], [0], tiny_recipes, log=messages.append)
+    [again] = run_recipe("task-order", HEADS, [sst2, trec], [0], tiny_recipes, log=messages.append)
+    assert ["reused" in m for m in messages] == [False, False, True]
+    assert list(swapped.tasks) == list(again.tasks) == ["sst2", "trec"]
+
+
+def test_ood_scores_name_the_examples_they_were_scored_on(tiny_recipes, trec, sst2):
+    from mtl_helpers.results import examples_digest
+
+    rotten = load_task("rotten_tomatoes", max_train=1, max_eval=24)
+    [record] = run_recipe("ood-digest", HEADS, [trec, sst2], [0], tiny_recipes, ood=[("sst2", rotten)], log=None)
+    assert record.examples["ood:rotten_tomatoes"] == {"sst2": examples_digest(rotten.splits["test"])}
+    assert record.examples["validation"] == {t.name: examples_digest(t.splits["validation"]) for t in (trec, sst2)}

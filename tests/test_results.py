@@ -87,7 +87,7 @@ def test_a_corrupt_record_is_named(tmp_path):
 def test_results_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MTL_RESULTS_DIR", str(tmp_path))
     path = save_record(record(profile="smoke"))
-    assert path == tmp_path / "smoke" / "head-only" / "sst2+trec--m--seed0.json"
+    assert path == tmp_path / "smoke" / "head-only" / "sst2+trec--m-62c66a7a--seed0.json"  # slug, hash of the name
 
 
 def test_records_are_ordinary_readable_files(tmp_path):
@@ -107,7 +107,8 @@ def test_the_index_lists_every_record(tmp_path):
     save_record(record(seed=0), tmp_path)
     save_record(record(seed=1, scenario="full-fine-tuning"), tmp_path)
     index = json.loads((tmp_path / "cpu" / "index.json").read_text())
-    assert index["records"] == ["full-fine-tuning/sst2+trec--m--seed1.json", "head-only/sst2+trec--m--seed0.json"]
+    assert index["records"] == ["full-fine-tuning/sst2+trec--m-62c66a7a--seed1.json",
+                                "head-only/sst2+trec--m-62c66a7a--seed0.json"]
 
 
 def test_stored_records_are_fetched_from_the_repository_when_not_on_disk(tmp_path, monkeypatch):

@@ -19,7 +19,8 @@ def arm(name, correct_by_seed, task="t", split="validation", level="sentence"):
         records.append(RunRecord(scenario=name, profile="cpu", seed=seed, model="m",
                                  tasks={task: {"level": level, "metric": "accuracy" if level == "sentence" else "entity_f1", "sizes": {}}},
                                  metrics={split: {task: {"accuracy": value}}},
-                                 outcomes={split: {task: _encode_outcomes(correct)}}))
+                                 outcomes={split: {task: _encode_outcomes(correct)}},
+                                 examples={split: {task: f"{task}-{split}-{len(correct)}"}}))  # stands for a digest
     return records
 
 
@@ -106,6 +107,7 @@ def test_the_same_runs_give_the_same_interval_whatever_the_order_of_their_tasks(
             a.tasks.update(b.tasks)
             a.metrics["validation"].update(b.metrics["validation"])
             a.outcomes["validation"].update(b.outcomes["validation"])
+            a.examples["validation"].update(b.examples["validation"])
         return first
 
     a, b = two_tasks("a", 0.8), two_tasks("b", 0.75)
