@@ -97,7 +97,9 @@ def one_seed_arm(name: str, task: str, level: str, outcomes: np.ndarray) -> list
     metric = {"accuracy": float(outcomes.mean())} if level == "sentence" else {
         "entity_f1": float(metric_from_outcomes("token", outcomes))}
     evaluation = TaskEvaluation(task, "validation", level, metric, outcomes, 0.0)
-    task_data = SimpleNamespace(level=level, sizes=lambda: {"validation": len(outcomes)})
+    rows = [{"text": f"example {i}", "label": 0} for i in range(len(outcomes))]  # both arms: the same examples
+    task_data = SimpleNamespace(name=task, level=level, splits={"validation": rows},
+                                sizes=lambda: {"validation": len(outcomes)})
     return [RunRecord.from_outcomes(name, "cpu", 0, "m", {task: task_data}, {"validation": {task: evaluation}})]
 
 

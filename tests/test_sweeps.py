@@ -21,7 +21,9 @@ def run(seed: int, accuracy: dict[str, float | None]) -> RunRecord:
     """One run's record with the given validation accuracy per task (None: the metric is missing), built
     through the public helpers as a notebook builds a record without a Trainer."""
     outcomes = np.array([1, 0, 1, 0], dtype=np.int8)  # the table reads the metric, not the outcomes
-    tasks = {t: SimpleNamespace(level="sentence", sizes=lambda: {"validation": len(outcomes)}) for t in accuracy}
+    rows = [{"text": f"sentence {i}", "label": i % 2} for i in range(len(outcomes))]
+    tasks = {t: SimpleNamespace(name=t, level="sentence", splits={"validation": rows},
+                                sizes=lambda: {"validation": len(outcomes)}) for t in accuracy}
     results = {"validation": {t: TaskEvaluation(t, "validation", "sentence", {} if a is None else {"accuracy": a},
                                                 outcomes, 0.0) for t, a in accuracy.items()}}
     return RunRecord.from_outcomes("sweep", "cpu", seed, "m", tasks, results)
@@ -78,19 +80,11 @@ def test_a_tie_chooses_exactly_one_value_the_first_swept():
     assert chosen_value(table) == 3e-5
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sweep_table picks argmax of the 'mean' column, and numpy's argmax returns a NaN's position: a swept value "
-    "whose metric is missing from a record (RunRecord.metric gives NaN) is chosen over every real score. "
-    "Expected: refuse with MTLError naming the value and task, or never choose a NaN mean."))
 def test_a_value_with_a_missing_metric_is_never_chosen():
     arms = {1e-5: [run(0, {"a": 0.5, "b": 0.6})], 3e-5: [run(0, {"a": None, "b": 0.9})],
             1e-4: [run(0, {"a": 0.7, "b": 0.7})]}
-    try:
-        table = sweep_table(arms)
-    except MTLError:
-        return  # refusing is fine
-    assert np.isfinite(table.loc[table["chosen"], "mean"]).all()
-    assert chosen_value(table) == 1e-4
+    with pytest.raises(MTLError, match="3e-05"):  # refused, naming the point without a validation score
+        sweep_table(arms)
 
 
 # ---------------------------------------------------------------- book.grid: thinning a rate grid
