@@ -1,5 +1,6 @@
-"""The notebooks: stored clean (no errors, no machine paths, a parameters cell), and each one runs
-end to end with papermill in the smoke profile, in book order."""
+"""The notebooks: stored clean (no errors, no machine paths, a parameters cell), a parameter check that
+refuses what the chapter cannot use, and ready for `make nbval`, which runs each one once, in the smoke
+profile, from a copy that papermill prepared (the unit tests here execute no notebook)."""
 from __future__ import annotations
 
 import importlib.util
@@ -17,11 +18,6 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 def outputs_text(nb) -> str:
     return json.dumps([cell.get("outputs", []) for cell in nb.cells])
-
-
-@pytest.fixture(scope="module")
-def results_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("results")
 
 
 def load_runner():
@@ -104,6 +100,37 @@ def test_nbval_markers_are_tags_not_comments():
             assert all(t in nbval.plugin.metadata_tags for t in tags), f"{path.name} cell {i}: unknown nbval tag {tags}"
             tagged += "nbval-check-output" in tags
     assert tagged >= 1, "no cell carries the nbval-check-output tag: `make nbval` would compare nothing"
+
+
+def test_papermill_prepares_every_notebook_for_nbval(tmp_path, monkeypatch):
+    """`make nbval` runs each notebook once: papermill injects the profile without running anything, nbval
+    executes the copy. The copy must hold the injected cell right after `parameters`, and every stored
+    output and tag unchanged, or nbval's check of the cells tagged nbval-check-output would compare nothing."""
+    runner = load_runner()
+    monkeypatch.chdir(ROOT)  # the runner reads notebooks/ relative to the checkout, as after its own chdir
+    prepared = runner.prepare_notebooks([p.name for p in NOTEBOOKS], tmp_path, {"profile": "smoke"})
+    assert [p.name for p in prepared] == [p.name for p in NOTEBOOKS]
+    for source, copy in zip(NOTEBOOKS, prepared):
+        stored, ready = nbformat.read(source, as_version=4).cells, nbformat.read(copy, as_version=4).cells
+        at = next(i for i, c in enumerate(stored) if "parameters" in c.metadata.get("tags", []))
+        injected = ready.pop(at + 1)
+        assert "injected-parameters" in injected.metadata["tags"], source.name
+        assert injected.source == '# Parameters\nprofile = "smoke"\n', source.name
+        assert [c.source for c in ready] == [c.source for c in stored], source.name
+        assert [c.get("outputs") for c in ready] == [c.get("outputs") for c in stored], source.name
+        assert [c.metadata.get("tags") for c in ready] == [c.metadata.get("tags") for c in stored], source.name
+        checked = [c for c in ready if "nbval-check-output" in c.metadata.get("tags", [])]
+        assert all(c.outputs for c in checked), f"{source.name}: a checked cell lost its stored output"
+
+
+def test_make_nbval_executes_the_prepared_copies():
+    """nbval runs the copies that papermill prepared (with the smoke profile injected), not notebooks/."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\nnbval:"):].split("\n\n")[0]
+    prepare = next(line for line in recipe.splitlines() if "run_notebooks.py" in line)
+    assert "--profile smoke --prepare-only --out $(NBVAL_DIR)" in prepare
+    run = recipe[recipe.index("--nbval-lax"):]
+    assert run.rstrip().endswith("$(addprefix $(NBVAL_DIR)/,$(notdir $(NBVAL_NOTEBOOKS)))"), run
 
 
 # One value per chapter that its parameter check must refuse: a constraint the chapter relies on later.
