@@ -60,7 +60,8 @@ def check_number(name: str, value: object, *, above: float | None = None, at_lea
     """
     kind = "a whole number" if integer else "a finite number"
     limits = _bounds(above, at_least, below, at_most)
-    fits = _is_number(value) and (not integer or isinstance(value, int)) and _fits(value, above, at_least, below, at_most)
+    fits = (_is_number(value) and (not integer or isinstance(value, int))
+            and _fits(value, above, at_least, below, at_most))
     if not fits:
         reason = f" ({because})" if because else ""
         raise ParameterError(f"{name}={value!r}: expected {kind}{' ' + limits if limits else ''}{reason}.")

@@ -135,7 +135,7 @@ def test_make_nbval_executes_the_prepared_copies():
 
 # One value per chapter that its parameter check must refuse: a constraint the chapter relies on later.
 REFUSED = {
-    "01_model_tour": ({"task_b": "conll2003"}, "task_b='conll2003' is a token-level task; this chapter needs a sentence-level"),
+    "01_model_tour": ({"task_b": "conll2003"}, "task_b='conll2003' is a token-level task; this chapter needs"),
     "02_whole_network_frozen": ({"task_a": "wnut_17"}, "task_a='wnut_17' is a token-level task"),
     "03_backbone_frozen": ({"task_b": "conll2003"}, "task_b='conll2003' is a token-level task"),
     "04_one_head_frozen": ({"task_b": "trec"}, "task_a and task_b must be two different tasks"),

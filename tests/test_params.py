@@ -6,6 +6,7 @@ the value it got and what is allowed.
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -20,7 +21,8 @@ def no_profile_variable(monkeypatch):
 
 # --- seeds: papermill -p passes a list as its text -----------------------------------------------------------------
 
-@pytest.mark.parametrize("text, seeds", [("[0]", [0]), ("[0, 1, 2]", [0, 1, 2]), (" [3,4] ", [3, 4]), ("(5, 6)", [5, 6])])
+@pytest.mark.parametrize("text, seeds", [("[0]", [0]), ("[0, 1, 2]", [0, 1, 2]), (" [3,4] ", [3, 4]),
+                                         ("(5, 6)", [5, 6])])
 def test_seeds_written_as_text_are_read_as_the_list(text, seeds, no_profile_variable):
     assert get_profile("smoke").seeds_or(text) == seeds
 
@@ -42,7 +44,8 @@ def test_bad_seeds_are_refused_naming_the_parameter(bad, no_profile_variable):
 
 def test_a_bogus_profile_parameter_is_refused_when_the_environment_sets_one(monkeypatch):
     monkeypatch.setenv("MTL_PROFILE", "smoke")
-    with pytest.raises(ParameterError, match=r"'bogus' \(the notebook parameter `profile`\); choose one of smoke, cpu, gpu"):
+    with pytest.raises(ParameterError,
+                       match=r"'bogus' \(the notebook parameter `profile`\); choose one of smoke, cpu, gpu"):
         get_profile("bogus")
 
 
@@ -81,8 +84,9 @@ def test_a_token_task_is_refused_where_the_chapter_needs_sentences():
 
 
 def test_levels_can_differ_per_task_and_parameters_keep_their_names():
-    assert check_task_pair("trec", "wnut_17", level=("sentence", "token"), names=("task_a", "ner_task")) == ("trec", "wnut_17")
-    with pytest.raises(ParameterError, match=r"^ner_task='sst2' is a sentence-level task; .* one of conll2003, wnut_17\.$"):
+    names = ("task_a", "ner_task")
+    assert check_task_pair("trec", "wnut_17", level=("sentence", "token"), names=names) == ("trec", "wnut_17")
+    with pytest.raises(ParameterError, match=r"^ner_task='sst2' is a sentence-level task; .* conll2003, wnut_17\.$"):
         check_task_pair("trec", "sst2", level=("sentence", "token"), names=("task_a", "ner_task"))
 
 
@@ -99,7 +103,7 @@ def test_an_unknown_task_is_refused_with_every_choice():
 
 def test_label_descriptions_are_asked_for_by_name():
     assert check_task("task_a", "trec", "sentence", label_descriptions=True) == "trec"
-    with pytest.raises(ParameterError, match="needs a task with label descriptions: choose one of rotten_tomatoes, sst2, trec"):
+    with pytest.raises(ParameterError, match="with label descriptions: choose one of rotten_tomatoes, sst2, trec"):
         check_task("task_a", "wnut_17", None, label_descriptions=True)
 
 
@@ -119,20 +123,22 @@ def test_numbers_within_bounds_pass_unchanged():
 
 @pytest.mark.parametrize("value", [0, -1, math.inf, math.nan, True, "1", None])
 def test_numbers_outside_bounds_are_refused_naming_the_bounds(value):
-    with pytest.raises(ParameterError, match=rf"^phase1_epochs={value!r}: expected a finite number above 0\.$".replace("(", r"\(")):
+    expected = f"phase1_epochs={value!r}: expected a finite number above 0."
+    with pytest.raises(ParameterError, match=f"^{re.escape(expected)}$"):
         check_number("phase1_epochs", value, above=0)
 
 
 def test_integer_and_reason_are_named():
     with pytest.raises(ParameterError, match=r"^timing_steps=2\.5: expected a whole number at least 2 \(a median\)\.$"):
         check_number("timing_steps", 2.5, at_least=2, integer=True, because="a median")
-    with pytest.raises(ParameterError, match=r"^lr=1: expected a finite number above 0 and below 1 \(a learning rate\)\.$"):
+    with pytest.raises(ParameterError, match=r"^lr=1: expected a finite number above 0 and below 1 \(a learning"):
         check_rate("lr", 1)
 
 
 def test_lists_written_as_text_are_read_and_checked():
     assert check_rates("frozen_rates", "[1e-3, 0.01]") == [1e-3, 0.01]
-    assert check_numbers("top_k", "[0, 2, 6]", at_least=0, at_most=6, integer=True, min_length=2, including=6) == [0, 2, 6]
+    top_k = check_numbers("top_k", "[0, 2, 6]", at_least=0, at_most=6, integer=True, min_length=2, including=6)
+    assert top_k == [0, 2, 6]
     with pytest.raises(ParameterError, match=r"^frozen_rates='\[1e-3': expected a list such as \[0, 1\]"):
         check_rates("frozen_rates", "[1e-3")
 
