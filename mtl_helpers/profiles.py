@@ -76,8 +76,8 @@ def get_profile(name: str = "cpu") -> Profile:
     """The named profile, or the one the environment variable MTL_PROFILE names when it is set.
 
     Both names are checked, so a wrong `profile` parameter fails even where MTL_PROFILE is set. When both
-    are valid and differ, the environment wins (that is how `make nbval` runs every notebook in the smoke
-    profile) and one printed line says so: a contradiction is reported, never an error.
+    are valid and differ, the environment wins (one variable switches a whole run, whatever each notebook
+    says) and one printed line says so: a contradiction is reported, never an error.
     """
     _check_profile_name(name, "the notebook parameter `profile`")
     from_environment = os.environ.get("MTL_PROFILE")
