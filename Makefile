@@ -37,12 +37,20 @@ test: unit nbval book linkcheck browser
 unit: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -m "not browser"
 
-# --nbval-lax: run every cell, compare the outputs of the cells tagged nbval-check-output only
-# (nbval reads its cell tags: nbval-check-output, nbval-ignore-output, nbval-skip).
+# Every notebook runs once, in book order, in the smoke profile. papermill only injects the parameter
+# (--prepare-only: no kernel), then nbval executes the prepared copies. --nbval-lax: run every cell,
+# compare the outputs of the cells tagged nbval-check-output only (nbval reads its cell tags:
+# nbval-check-output, nbval-ignore-output, nbval-skip). The copies sit inside the checkout, in
+# .scratch/nbval, where a kernel finds the book's root, its data and its stored records as from
+# notebooks/. A selection:  make nbval NBVAL_NOTEBOOKS="notebooks/01_model_tour.ipynb"
+NBVAL_NOTEBOOKS ?= $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+NBVAL_DIR := $(SCRATCH)/nbval
 nbval: $(STAMP)
-	rm -rf $(SCRATCH)/nbval
-	HF_HUB_OFFLINE=1 MTL_PROFILE=smoke MTL_RESULTS_DIR=$(SCRATCH)/nbval \
-	  $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	rm -rf $(NBVAL_DIR)
+	$(BIN)/python scripts/run_notebooks.py --profile smoke --prepare-only --out $(NBVAL_DIR) $(notdir $(NBVAL_NOTEBOOKS))
+	HF_HUB_OFFLINE=1 MTL_RESULTS_DIR=$(NBVAL_DIR)/results \
+	  $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider \
+	  $(addprefix $(NBVAL_DIR)/,$(notdir $(NBVAL_NOTEBOOKS)))
 
 # Links: Sphinx's linkcheck (local files always; http(s) only with MTL_LINKCHECK_EXTERNAL=1, see
 # book/_ext/link_policy.py), then every relative link and #anchor of the built HTML.

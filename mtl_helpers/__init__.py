@@ -51,6 +51,16 @@ from .optim import (  # noqa: E402
     slanted_triangular,
     spread_factor,
 )
+from .params import (  # noqa: E402
+    ParameterError,
+    check_number,
+    check_numbers,
+    check_rate,
+    check_rates,
+    check_sizes,
+    check_task,
+    check_task_pair,
+)
 from .profiles import PROFILES, Profile, get_profile  # noqa: E402
 from .results import RunRecord, check_comparable, glue, load_records, records_frame, save_record  # noqa: E402
 from .stats import RULE, Comparison, compare, summarize  # noqa: E402

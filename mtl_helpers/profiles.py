@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from .params import ParameterError, parse_list
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -26,14 +28,20 @@ class Profile:
     def seed_list(self) -> list[int]:
         return list(range(self.seeds))
 
-    def seeds_or(self, seeds: list[int] | None) -> list[int]:
-        """The notebook's `seeds` parameter, checked, or this profile's seeds when it is None."""
+    def seeds_or(self, seeds: list[int] | str | None) -> list[int]:
+        """The notebook's `seeds` parameter, checked, or this profile's seeds when it is None.
+
+        A list written as text ("[0, 1]", as `papermill -p seeds '[0, 1]'` passes it) is read as that list.
+        """
         if seeds is None:
             return self.seed_list
-        if not isinstance(seeds, (list, tuple)) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-            raise ValueError(f"seeds must be None or a non-empty list of integers >= 0, got {seeds!r}.")
+        seeds = parse_list("seeds", seeds)
+        if (not isinstance(seeds, (list, tuple)) or not seeds
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+            raise ParameterError(f"seeds must be None or a non-empty list of integers >= 0, such as [0, 1, 2], "
+                                 f"got {seeds!r}.")
         if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must not repeat a seed, got {seeds!r}.")
+            raise ParameterError(f"seeds must not repeat a seed, got {seeds!r}.")
         return list(seeds)
 
     def size(self, name: str):
@@ -58,9 +66,24 @@ PROFILES = {
 }
 
 
+def _check_profile_name(name: object, source: str) -> str:
+    if not isinstance(name, str) or name not in PROFILES:
+        raise ParameterError(f"Unknown profile {name!r} ({source}); choose one of {', '.join(PROFILES)}.")
+    return name
+
+
 def get_profile(name: str = "cpu") -> Profile:
-    """The named profile; the environment variable MTL_PROFILE overrides the name when set."""
-    chosen = os.environ.get("MTL_PROFILE") or name
-    if chosen not in PROFILES:
-        raise ValueError(f"Unknown profile {chosen!r}; choose one of {', '.join(PROFILES)} (parameter `profile` or MTL_PROFILE).")
-    return PROFILES[chosen]
+    """The named profile, or the one the environment variable MTL_PROFILE names when it is set.
+
+    Both names are checked, so a wrong `profile` parameter fails even where MTL_PROFILE is set. When both
+    are valid and differ, the environment wins (one variable switches a whole run, whatever each notebook
+    says) and one printed line says so: a contradiction is reported, never an error.
+    """
+    _check_profile_name(name, "the notebook parameter `profile`")
+    from_environment = os.environ.get("MTL_PROFILE")
+    if not from_environment:
+        return PROFILES[name]
+    _check_profile_name(from_environment, "the environment variable MTL_PROFILE")
+    if from_environment != name:
+        print(f"MTL_PROFILE={from_environment} overrides profile={name!r}: using the {from_environment} profile.")
+    return PROFILES[from_environment]

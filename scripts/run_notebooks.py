@@ -3,6 +3,7 @@
     python scripts/run_notebooks.py --profile cpu            # re-executes notebooks/ in place
     python scripts/run_notebooks.py --profile smoke --out DIR
     python scripts/run_notebooks.py --strip-only             # only clean the stored notebooks
+    python scripts/run_notebooks.py --profile smoke --prepare-only --out DIR  # inject, do not run (make nbval)
 
 After each run the notebook is cleaned: stored progress-bar frames are dropped, and so is the
 "injected-parameters" cell papermill adds after the `parameters` cell. Left in place, that cell
@@ -105,6 +106,20 @@ def clean_notebook(path: Path) -> dict:
     return removed
 
 
+def prepare_notebooks(names: list[str], out: Path, parameters: dict) -> list[Path]:
+    """Copies of the named notebooks in `out` with papermill's injected-parameters cell, executed by nobody:
+    `make nbval` runs them once with nbval, which compares the stored outputs of the cells tagged
+    nbval-check-output (papermill's preparation keeps every output and tag)."""
+    out.mkdir(parents=True, exist_ok=True)
+    prepared = []
+    for name in names:
+        source = Path("notebooks") / Path(name).name
+        papermill.execute_notebook(str(source), str(out / source.name), parameters=parameters, prepare_only=True,
+                                   progress_bar=False, kernel_name="python3")
+        prepared.append(out / source.name)
+    return prepared
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
@@ -112,6 +127,8 @@ def main() -> int:
     parser.add_argument("--times", type=Path, help="write wall times per notebook (JSON) here")
     parser.add_argument("--strip-only", action="store_true",
                         help="only clean the stored notebooks (progress-bar frames, injected-parameters cells), run nothing")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="only write copies with the parameters injected into --out (no kernel runs), for nbval")
     parser.add_argument("--fresh", action="store_true",
                         help="delete this profile's stored run records first, so every run is trained again (no reuse)")
     parser.add_argument("notebooks", nargs="*", help="notebook names (default: all in notebooks/)")
@@ -122,6 +139,12 @@ def main() -> int:
         for name in names:
             removed = clean_notebook(Path("notebooks") / Path(name).name)
             print(f"{name}: " + ", ".join(f"{n} {what}" for what, n in removed.items()))
+        return 0
+    if args.prepare_only:
+        if args.out is None:
+            parser.error("--prepare-only writes copies: give the folder with --out")
+        for path in prepare_notebooks(names, args.out, {"profile": args.profile}):
+            print(f"[{args.profile}] prepared {path.name}")
         return 0
     # The runner regenerates the book's records: a run whose spec changed replaces the stored one (save_record refuses
     # that in the checkout's results folder otherwise).

@@ -1,5 +1,6 @@
-"""The notebooks: stored clean (no errors, no machine paths, a parameters cell), and each one runs
-end to end with papermill in the smoke profile, in book order."""
+"""The notebooks: stored clean (no errors, no machine paths, a parameters cell), a parameter check that
+refuses what the chapter cannot use, and ready for `make nbval`, which runs each one once, in the smoke
+profile, from a copy that papermill prepared (the unit tests here execute no notebook)."""
 from __future__ import annotations
 
 import importlib.util
@@ -17,11 +18,6 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 def outputs_text(nb) -> str:
     return json.dumps([cell.get("outputs", []) for cell in nb.cells])
-
-
-@pytest.fixture(scope="module")
-def results_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("results")
 
 
 def load_runner():
@@ -106,20 +102,76 @@ def test_nbval_markers_are_tags_not_comments():
     assert tagged >= 1, "no cell carries the nbval-check-output tag: `make nbval` would compare nothing"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_the_smoke_profile(path, tmp_path, results_dir, monkeypatch):
-    import papermill
+def test_papermill_prepares_every_notebook_for_nbval(tmp_path, monkeypatch):
+    """`make nbval` runs each notebook once: papermill injects the profile without running anything, nbval
+    executes the copy. The copy must hold the injected cell right after `parameters`, and every stored
+    output and tag unchanged, or nbval's check of the cells tagged nbval-check-output would compare nothing."""
+    runner = load_runner()
+    monkeypatch.chdir(ROOT)  # the runner reads notebooks/ relative to the checkout, as after its own chdir
+    prepared = runner.prepare_notebooks([p.name for p in NOTEBOOKS], tmp_path, {"profile": "smoke"})
+    assert [p.name for p in prepared] == [p.name for p in NOTEBOOKS]
+    for source, copy in zip(NOTEBOOKS, prepared):
+        stored, ready = nbformat.read(source, as_version=4).cells, nbformat.read(copy, as_version=4).cells
+        at = next(i for i, c in enumerate(stored) if "parameters" in c.metadata.get("tags", []))
+        injected = ready.pop(at + 1)
+        assert "injected-parameters" in injected.metadata["tags"], source.name
+        assert injected.source == '# Parameters\nprofile = "smoke"\n', source.name
+        assert [c.source for c in ready] == [c.source for c in stored], source.name
+        assert [c.get("outputs") for c in ready] == [c.get("outputs") for c in stored], source.name
+        assert [c.metadata.get("tags") for c in ready] == [c.metadata.get("tags") for c in stored], source.name
+        checked = [c for c in ready if "nbval-check-output" in c.metadata.get("tags", [])]
+        assert all(c.outputs for c in checked), f"{source.name}: a checked cell lost its stored output"
 
-    monkeypatch.setenv("MTL_RESULTS_DIR", str(results_dir))
+
+def test_make_nbval_executes_the_prepared_copies():
+    """nbval runs the copies that papermill prepared (with the smoke profile injected), not notebooks/."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\nnbval:"):].split("\n\n")[0]
+    prepare = next(line for line in recipe.splitlines() if "run_notebooks.py" in line)
+    assert "--profile smoke --prepare-only --out $(NBVAL_DIR)" in prepare
+    run = recipe[recipe.index("--nbval-lax"):]
+    assert run.rstrip().endswith("$(addprefix $(NBVAL_DIR)/,$(notdir $(NBVAL_NOTEBOOKS)))"), run
+
+
+# One value per chapter that its parameter check must refuse: a constraint the chapter relies on later.
+REFUSED = {
+    "01_model_tour": ({"task_b": "conll2003"}, "task_b='conll2003' is a token-level task; this chapter needs"),
+    "02_whole_network_frozen": ({"task_a": "wnut_17"}, "task_a='wnut_17' is a token-level task"),
+    "03_backbone_frozen": ({"task_b": "conll2003"}, "task_b='conll2003' is a token-level task"),
+    "04_one_head_frozen": ({"task_b": "trec"}, "task_a and task_b must be two different tasks"),
+    "05_little_data": ({"task_b": "conll2003"}, "task_b='conll2003' is a token-level task; this chapter needs a "
+                                                "sentence-level task (its head-only probe caches sentence features)"),
+    "06_gradual_unfreezing": ({"task_b": "trec"}, "task_a and task_b must be two different tasks"),
+    "07_heads_first_and_top_layers": ({"task_b": "conll2003"}, "task_b='conll2003' is a token-level task"),
+    "08_when_transfer_pays": ({"task_a": "wnut_17"}, "task_a='wnut_17' is a token-level task"),
+    "09_ner_beside_a_sentence_task": ({"ner_task": "sst2"}, "ner_task='sst2' is a sentence-level task"),
+    "10_comparison": ({"task_b": "trec"}, "task_a and task_b must be two different tasks"),
+}
+
+
+def test_every_chapter_has_a_refused_parameter():
+    assert sorted(REFUSED) == [p.stem for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_parameter_check_refuses_what_the_chapter_cannot_use(path, monkeypatch):
+    """The cell after `parameters` refuses a value that would fail many cells later (chapter 5 with a token
+    task failed at its ninth cell, asking for a setting the reader cannot change): the chapter's imports,
+    its parameters with one changed, then that cell, run here without a kernel."""
+    from mtl_helpers import ParameterError
+
     monkeypatch.delenv("MTL_PROFILE", raising=False)
-    out = tmp_path / path.name
-    papermill.execute_notebook(
-        str(path), str(out), parameters={"profile": "smoke"}, cwd=str(path.parent),
-        progress_bar=False, kernel_name="python3",
-    )
-    nb = nbformat.read(out, as_version=4)
-    assert '"output_type": "error"' not in outputs_text(nb)
+    cells = nbformat.read(path, as_version=4).cells
+    imports = next(c for c in cells if "hide-input" in c.metadata.get("tags", []))
+    at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    changed, message = REFUSED[path.stem]
+    namespace = {}
+    exec("\n".join(line for line in imports.source.splitlines() if not line.startswith("%")), namespace)
+    exec(cells[at].source, namespace)
+    namespace.update(changed, profile="smoke")
+    with pytest.raises(ParameterError) as caught:
+        exec(cells[at + 1].source, namespace)
+    assert message in str(caught.value)
 
 
 GLUE_ROLE = __import__("re").compile(r"\{glue(?::[a-z]+)?\}`([^`]+)`|```\{glue(?::[a-z]+)?\}\s+(\S+)")

