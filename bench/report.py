@@ -5,7 +5,7 @@ import math
 import re
 from pathlib import Path
 
-from mtl_helpers.results import atomic_write_bytes
+from mtl_helpers.jsonio import atomic_write_bytes
 
 
 def _get(d, *keys):

@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     md = args.md or (QUICK_MD if args.quick else DEFAULT_MD)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from mtl_helpers.results import write_json_atomic
+    from mtl_helpers.jsonio import write_json_atomic
 
     from .report import evaluate_targets, render
 

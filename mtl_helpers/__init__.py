@@ -1,4 +1,14 @@
-"""mtl_helpers: the small package behind the book "Freeze or Fine-tune"."""
+"""mtl_helpers: the small package behind the book "Freeze or Fine-tune".
+
+The modules, bottom to top: the data (`tasks` the registry, `leakage` shared text between splits,
+`splits` forming them, `loading` reading them), batches and the model (`batches`, `encoder`,
+`model`, `groups`, `optim`), training (`config`, `train`, `callbacks`, `evaluation`, `features`,
+`distill`), runs and their records (`records`, `jsonio`, `locations`, `fetch`, `glue`, `stats`),
+and the book's experiments (`runs`: an arm over seeds; `recipes`: named ways to train; `arms`: the
+shared arms the chapters reuse).
+"""
+__version__ = "0.3.0"  # the one place the version is written (pyproject.toml reads it)
+
 import warnings
 
 # transformers imports tqdm.auto, which warns (with its file path) when ipywidgets is missing;
@@ -9,7 +19,8 @@ from transformers import set_seed  # noqa: E402
 
 from .batches import TokenizedTasks, encode_rows, make_collator, make_loader, multitask_stream, task_schedule  # noqa: E402
 from .callbacks import Callback, Evaluation, GradualUnfreezing, History, PeakMemory, ProgressBar, Stage, ulmfit_stages  # noqa: E402
-from .data import TASKS, TaskData, find_data_dir, load_task, normalize_text, split_overlap, split_table  # noqa: E402
+from .leakage import normalize_text, split_overlap  # noqa: E402
+from .loading import find_data_dir, load_task, split_table  # noqa: E402
 from .encoder import DEFAULT_MODEL_ID, default_model_path, load_encoder, mean_pool, truncate_encoder  # noqa: E402
 from .errors import (  # noqa: E402
     DataError,
@@ -23,7 +34,6 @@ from .errors import (  # noqa: E402
     UnsupportedEncoderError,
 )
 from .evaluation import PRIMARY_METRIC, TaskEvaluation, evaluate_task  # noqa: E402
-from .experiments import chosen_value, run_seeds, sweep_table  # noqa: E402
 from .recipes import Recipe, run_recipe, train_recipe  # noqa: E402
 from .features import FeatureCache, embed_rows, embed_texts  # noqa: E402
 from .groups import (  # noqa: E402
@@ -61,9 +71,11 @@ from .params import (  # noqa: E402
     check_task,
     check_task_pair,
 )
+from .tasks import TASKS, TaskData  # noqa: E402
 from .profiles import PROFILES, Profile, get_profile  # noqa: E402
-from .results import RunRecord, check_comparable, glue, load_records, records_frame, save_record  # noqa: E402
+from .records import RunRecord, check_comparable, load_records, records_frame, save_record  # noqa: E402
+from .runs import chosen_value, run_seeds, sweep_table  # noqa: E402
+from .glue import glue  # noqa: E402
 from .stats import RULE, Comparison, compare, summarize  # noqa: E402
 from .train import Trainer, TrainConfig  # noqa: E402
 
-__version__ = "0.2.0"

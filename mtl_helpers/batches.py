@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .data import TaskData
+from .tasks import TaskData
 
 SAMPLING = ("proportional", "round_robin", "temperature")
 

@@ -22,7 +22,7 @@ from tqdm.std import tqdm
 
 from .errors import MTLError
 from .evaluation import PRIMARY_METRIC
-from .results import atomic_write_bytes
+from .jsonio import atomic_write_bytes
 
 
 class Callback:

@@ -8,7 +8,7 @@ import torch
 from transformers.utils import logging as hf_logging
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import ModelLoadError
+from .errors import MTLError, ModelLoadError
 
 # The hub's loading bars would otherwise land in every stored notebook.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -85,3 +85,23 @@ def truncate_encoder(encoder: PreTrainedModel, n_layers: int) -> PreTrainedModel
             setattr(encoder.config, field, n_layers)
     encoder.config.mtl_truncated_to = n_layers
     return encoder
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MTLError(f"TrainConfig(device={name!r}) asks for a GPU, but torch sees none on this machine "
+                       f"(torch {torch.__version__}). Use device='auto' or 'cpu'.")
+    return torch.device(name)
+
+
+def model_label(model: torch.nn.Module) -> str:
+    """A portable model name for records: never a local folder path."""
+    source = str(getattr(model.encoder.config, "name_or_path", "") or type(model.encoder).__name__)
+    if source == default_model_path():
+        label = DEFAULT_MODEL_ID
+    else:
+        label = source.rstrip("/").split("/")[-1] if source.startswith("/") else source
+    layers = getattr(model.encoder.config, "mtl_truncated_to", None)
+    return f"{label}[:{layers}]" if layers else label

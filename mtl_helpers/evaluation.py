@@ -20,7 +20,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 from sklearn.metrics import f1_score
 
 from .batches import WordAlignment, to_device
-from .data import TaskData
+from .tasks import TaskData
 from .errors import MTLError
 
 PRIMARY_METRIC = {"sentence": "accuracy", "token": "entity_f1"}

@@ -14,7 +14,7 @@ import ast
 import math
 from collections.abc import Sequence
 
-from .data import TASKS
+from .tasks import TASKS
 from .errors import MTLError
 
 LEVELS = ("sentence", "token")

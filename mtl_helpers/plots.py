@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.ticker import PercentFormatter
 
 from .callbacks import History
-from .results import RunRecord
+from .records import RunRecord
 from .stats import Comparison
 
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]

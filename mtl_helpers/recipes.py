@@ -17,14 +17,14 @@ import torch
 from transformers import AutoModel
 
 from .callbacks import GradualUnfreezing, History, ulmfit_stages
-from .data import TaskData
+from .tasks import TaskData
 from .encoder import DEFAULT_MODEL_ID, load_encoder, truncate_encoder
 from .errors import MTLError
-from .experiments import run_seeds
+from .runs import run_seeds
 from .groups import train_only
 from .model import MultiTaskModel
 from .profiles import Profile
-from .results import RunRecord, _encode_outcomes, examples_digest
+from .records import RunRecord, encode_outcomes, examples_digest
 from .train import Trainer, TrainConfig
 
 
@@ -161,7 +161,7 @@ def score_ood(record: RunRecord, trainer: Trainer, ood: Sequence[tuple[str, Task
     for head, data in ood:
         result = evaluate_transfer(trainer, head, data)
         record.metrics.setdefault(f"ood:{data.name}", {})[head] = result.metrics
-        record.outcomes.setdefault(f"ood:{data.name}", {})[head] = _encode_outcomes(result.outcomes)
+        record.outcomes.setdefault(f"ood:{data.name}", {})[head] = encode_outcomes(result.outcomes)
         record.examples.setdefault(f"ood:{data.name}", {})[head] = examples_digest(data.splits["test"])
     return record
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .errors import MTLError
 from .evaluation import metric_from_outcomes
-from .results import RunRecord
+from .records import RunRecord
 
 N_BOOT = 4000
 LEVEL = 0.95

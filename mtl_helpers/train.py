@@ -22,8 +22,8 @@ from transformers import PreTrainedTokenizerBase, set_seed
 
 from .batches import SAMPLING, TokenizedTasks, make_loader, multitask_stream, to_device
 from .callbacks import Callback, Evaluation, History, PeakMemory, ProgressBar
-from .data import TaskData
-from .encoder import DEFAULT_MODEL_ID, default_model_path
+from .tasks import TaskData
+from .encoder import model_label, pick_device  # noqa: F401 - model_label: part of this module's public names
 from .errors import MTLError, TrainingDiverged
 from .evaluation import PRIMARY_METRIC, TaskEvaluation, evaluate_task
 from .features import FeatureCache
@@ -105,26 +105,6 @@ class TrainConfig:
         if name in rules and not rules[name][0]:
             return f"{name}={value!r} (allowed: {rules[name][1]})"
         return None
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MTLError(f"TrainConfig(device={name!r}) asks for a GPU, but torch sees none on this machine "
-                       f"(torch {torch.__version__}). Use device='auto' or 'cpu'.")
-    return torch.device(name)
-
-
-def model_label(model: MultiTaskModel) -> str:
-    """A portable model name for records: never a local folder path."""
-    source = str(getattr(model.encoder.config, "name_or_path", "") or type(model.encoder).__name__)
-    if source == default_model_path():
-        label = DEFAULT_MODEL_ID
-    else:
-        label = source.rstrip("/").split("/")[-1] if source.startswith("/") else source
-    layers = getattr(model.encoder.config, "mtl_truncated_to", None)
-    return f"{label}[:{layers}]" if layers else label
 
 
 def _adamw(groups: list[dict]) -> torch.optim.Optimizer:
@@ -529,7 +509,7 @@ class Trainer:
     # ------------------------------------------------------------------ reporting
     def result(self, scenario: str, profile: str, splits: Iterable[str] = ("validation", "test"), **extra):
         """The run's record (`mtl_helpers.results.RunRecord`): metrics and outcomes on `splits` now."""
-        from .results import RunRecord
+        from .records import RunRecord
 
         return RunRecord.from_trainer(self, scenario, profile, tuple(splits), extra)
 

@@ -1,6 +1,6 @@
 """Download the registry's tasks from their pinned parquet files and write the offline data layout.
 
-    python scripts/fetch_data.py DIR                   # every task in mtl_helpers.data.TASKS
+    python scripts/fetch_data.py DIR                   # every task in mtl_helpers.tasks.TASKS
     python scripts/fetch_data.py DIR --tasks trec sst2
 
 Writes DIR/<task>/<split>.jsonl (one JSON object per line, with the hub's field names and label
@@ -19,7 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mtl_helpers.data import TASKS, TaskSpec, hub_dataset, hub_label_names, load_task  # noqa: E402
+from mtl_helpers.loading import hub_dataset, hub_label_names, load_task  # noqa: E402
+from mtl_helpers.tasks import TASKS, TaskSpec  # noqa: E402
 from mtl_helpers.errors import DataError  # noqa: E402
 
 

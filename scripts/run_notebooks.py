@@ -28,7 +28,7 @@ import papermill
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mtl_helpers.results import write_json_atomic  # noqa: E402
+from mtl_helpers.jsonio import write_json_atomic  # noqa: E402
 
 
 PROGRESS_FRAME = re.compile(r"^.*\d+%\|.*\| *\d+/\d+ \[.*\]$")  # "desc:  40%|####  | 40/100 [00:02<00:03, 9.9it/s]"
@@ -150,7 +150,7 @@ def main() -> int:
     # that in the checkout's results folder otherwise).
     os.environ.setdefault("MTL_REPLACE_RECORDS", "1")
     if args.fresh:
-        from mtl_helpers.results import results_dir
+        from mtl_helpers.locations import results_dir
 
         records = results_dir(args.profile)
         if records.is_dir():

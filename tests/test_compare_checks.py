@@ -11,7 +11,7 @@ import torch
 from conftest import tiny_model
 
 from mtl_helpers import MTLError, RunRecord, Trainer, TrainConfig, compare, summarize
-from mtl_helpers.results import _encode_outcomes, examples_digest
+from mtl_helpers.records import encode_outcomes, examples_digest
 
 
 def arm(name, correct_by_seed, task="t", split="validation", level="sentence", seeds=None, digest="d0"):
@@ -22,7 +22,7 @@ def arm(name, correct_by_seed, task="t", split="validation", level="sentence", s
                                  tasks={task: {"level": level, "sizes": {},
                                                "metric": "accuracy" if level == "sentence" else "entity_f1"}},
                                  metrics={split: {task: {"accuracy": float(correct.mean())}}},
-                                 outcomes={split: {task: _encode_outcomes(correct)}},
+                                 outcomes={split: {task: encode_outcomes(correct)}},
                                  examples={split: {task: digest}}))
     return records
 

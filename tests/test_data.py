@@ -13,7 +13,7 @@ import pytest
 
 from conftest import data_dir
 from mtl_helpers import TASKS, DataError, UnknownTaskError, load_task
-from mtl_helpers.data import normalize_text
+from mtl_helpers.leakage import normalize_text
 
 
 def test_trec_splits_are_fixed_and_complete():

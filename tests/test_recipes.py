@@ -94,7 +94,7 @@ def test_a_stored_run_of_the_tasks_in_another_order_is_not_reused(tiny_recipes, 
 
 
 def test_ood_scores_name_the_examples_they_were_scored_on(tiny_recipes, trec, sst2):
-    from mtl_helpers.results import examples_digest
+    from mtl_helpers.records import examples_digest
 
     rotten = load_task("rotten_tomatoes", max_train=1, max_eval=24)
     [record] = run_recipe("ood-digest", HEADS, [trec, sst2], [0], tiny_recipes, ood=[("sst2", rotten)], log=None)

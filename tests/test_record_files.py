@@ -10,7 +10,8 @@ import pytest
 
 from mtl_helpers import MTLError, RunRecord, load_records, save_record
 from mtl_helpers import results
-from mtl_helpers.results import results_dir, stored_records
+from mtl_helpers.fetch import stored_records
+from mtl_helpers.locations import results_dir
 
 
 def record(scenario="head-only", tasks=("trec", "sst2"), model="m", profile="cpu", seed=0, acc=0.5, **kw) -> RunRecord:
@@ -162,7 +163,7 @@ def test_records_load_in_numeric_seed_order(tmp_path):
 # -- 3: the digest of the examples a run was scored on
 
 def test_the_examples_digest_tells_data_copies_apart(trec):
-    from mtl_helpers.results import examples_digest
+    from mtl_helpers.records import examples_digest
 
     rows = trec.splits["validation"]
     digest = examples_digest(rows)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mtl_helpers import MTLError, RunRecord, check_comparable, load_records, records_frame, save_record
-from mtl_helpers.results import atomic_write_bytes
+from mtl_helpers.jsonio import atomic_write_bytes
 
 
 def record(scenario="head-only", tasks=("trec", "sst2"), model="m", profile="cpu", seed=0, acc=0.5, **kw) -> RunRecord:
@@ -112,7 +112,7 @@ def test_the_index_lists_every_record(tmp_path):
 
 
 def test_stored_records_are_fetched_from_the_repository_when_not_on_disk(tmp_path, monkeypatch):
-    from mtl_helpers.results import collect_records, stored_records
+    from mtl_helpers.fetch import collect_records, stored_records
 
     published = tmp_path / "published"
     save_record(record(seed=0, acc=0.9), published)

@@ -8,9 +8,10 @@ import statistics
 import pytest
 
 from conftest import data_dir
-import mtl_helpers.data as data_module
+import mtl_helpers.loading as loading_module
 from mtl_helpers import TASKS, load_task
-from mtl_helpers.data import _CACHE, normalize_text, split_overlap, split_table
+from mtl_helpers.leakage import normalize_text, split_overlap
+from mtl_helpers.loading import _CACHE, split_table
 
 CLEAN = {"heldout_in_train": 0, "train_in_heldout": 0, "train_rows": 0}
 
@@ -119,26 +120,26 @@ def test_subsets_are_taken_after_pruning_and_loads_are_cached(monkeypatch):
     data_dir()
     # Reading the files and forming the leak-free splits take seconds for SST-2: once per process, however
     # many subsets are asked for. Count both, from an empty cache for SST-2.
-    calls = {"_load_local": 0, "_form_splits": 0}
+    calls = {"_load_local": 0, "form_splits": 0}
     for name in calls:
-        original = getattr(data_module, name)
+        original = getattr(loading_module, name)
 
         def counted(*args, _name=name, _original=original, **kwargs):
             calls[_name] += 1
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(data_module, name, counted)
+        monkeypatch.setattr(loading_module, name, counted)
     for key in [k for k in _CACHE if k[0].startswith("TaskSpec(name='sst2'")]:
         del _CACHE[key]
     full = load_task("sst2")
-    assert calls == {"_load_local": 1, "_form_splits": 1}
+    assert calls == {"_load_local": 1, "form_splits": 1}
     small = load_task("sst2", max_train=300, max_eval=50)
-    assert calls == {"_load_local": 1, "_form_splits": 1}, "a subset formed the splits again"
+    assert calls == {"_load_local": 1, "form_splits": 1}, "a subset formed the splits again"
     train = {r["text"] for r in full.splits["train"]}
     assert len(small.splits["train"]) == 300 and all(r["text"] in train for r in small.splits["train"])
     small.splits["train"][0]["text"] = "edited"  # a caller's edit does not reach later loads
     assert load_task("sst2", max_train=300).splits["train"][0]["text"] != "edited"
-    assert calls == {"_load_local": 1, "_form_splits": 1}
+    assert calls == {"_load_local": 1, "form_splits": 1}
 
 
 def test_split_table_shows_before_and_after_per_task():
@@ -149,7 +150,7 @@ def test_split_table_shows_before_and_after_per_task():
 
 
 def test_rows_sharing_text_finds_both_directions():
-    from mtl_helpers.data import rows_sharing_text
+    from mtl_helpers.leakage import rows_sharing_text
 
     train = ["a fine film", "the plot", "utterly dull and long"]
     held = ["A fine film indeed", "nothing shared here at all", "dull", "it is utterly dull and long , sadly"]
@@ -159,7 +160,7 @@ def test_rows_sharing_text_finds_both_directions():
 def test_out_of_distribution_rotten_tomatoes_shares_no_text_with_sst2_training():
     data_dir()
     from mtl_helpers import get_profile, split_overlap
-    from mtl_helpers.book import clean_rotten_tomatoes
+    from mtl_helpers.arms import clean_rotten_tomatoes
 
     rt = clean_rotten_tomatoes(get_profile("cpu"))
     sst2_train = [r["text"] for r in load_task("sst2").splits["train"]]

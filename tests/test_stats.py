@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mtl_helpers import MTLError, RunRecord, compare, summarize
-from mtl_helpers.results import _encode_outcomes
+from mtl_helpers.records import encode_outcomes
 
 
 def arm(name, correct_by_seed, task="t", split="validation", level="sentence"):
@@ -19,7 +19,7 @@ def arm(name, correct_by_seed, task="t", split="validation", level="sentence"):
         records.append(RunRecord(scenario=name, profile="cpu", seed=seed, model="m",
                                  tasks={task: {"level": level, "metric": "accuracy" if level == "sentence" else "entity_f1", "sizes": {}}},
                                  metrics={split: {task: {"accuracy": value}}},
-                                 outcomes={split: {task: _encode_outcomes(correct)}},
+                                 outcomes={split: {task: encode_outcomes(correct)}},
                                  examples={split: {task: f"{task}-{split}-{len(correct)}"}}))  # stands for a digest
     return records
 

@@ -12,7 +12,7 @@ from transformers.models.bert.modeling_bert import BertPooler
 
 from conftest import tiny_bert
 from mtl_helpers import MTLError, MultiTaskModel, RunRecord, SentenceHead, TaskEvaluation, book
-from mtl_helpers.experiments import chosen_value, sweep_table
+from mtl_helpers.runs import chosen_value, sweep_table
 from mtl_helpers.optim import ULMFIT_SPREAD, discriminative_rates, spread_factor
 from mtl_helpers.profiles import PROFILES
 

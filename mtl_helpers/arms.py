@@ -11,11 +11,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import SPLIT_SEED, TaskData, load_task, rows_sharing_text
-from .experiments import chosen_value, sweep_table
+from .leakage import rows_sharing_text
+from .loading import load_task
+from .tasks import SPLIT_SEED, TaskData
+from .runs import chosen_value, sweep_table
 from .profiles import Profile
 from .recipes import Recipe, run_recipe
-from .results import RunRecord
+from .records import RunRecord
 
 BACKBONE_RATES = (3e-5, 1e-4, 3e-4)  # full fine-tuning: the top backbone rate
 FULL_FT_HEAD_RATES = (1e-3, 1e-2)  # full fine-tuning: the heads' rate
@@ -46,7 +48,7 @@ def grid(values: Sequence, profile: Profile) -> list:
 
 
 def sweep(prefix: str, recipes: Mapping[object, Recipe], tasks: Sequence[TaskData], profile: Profile,
-          log=print) -> tuple[pd.DataFrame, dict[object, list[RunRecord]]]:
+          log=None) -> tuple[pd.DataFrame, dict[object, list[RunRecord]]]:
     """Train every recipe on the sweep subsets (the profile's sweep seeds) and tabulate validation."""
     seeds = list(range(profile.sweep_seeds))
     arms = {value: run_recipe(f"{prefix}-{_slug(value)}", recipe, tasks, seeds, profile, log=log)
@@ -66,7 +68,7 @@ def full_ft(profile: Profile, backbone_lr: float, head_lr: float, model_name: st
                   batch_size=profile.batch_size, model_name=model_name).with_(**changes)
 
 
-def full_ft_sweep(task_names: Sequence[str], profile: Profile, model_name: str | None = None, log=print):
+def full_ft_sweep(task_names: Sequence[str], profile: Profile, model_name: str | None = None, log=None):
     """The full fine-tuning sweep: (backbone rate, head rate) on the sweep subsets. Returns the table,
     the chosen pair and the records."""
     pairs = list(itertools.product(grid(BACKBONE_RATES, profile), grid(FULL_FT_HEAD_RATES, profile)))
@@ -81,7 +83,7 @@ def probe(profile: Profile, head_lr: float, epochs: float, model_name: str | Non
                   cache_features=True, model_name=model_name)
 
 
-def probe_sweep(task_names: Sequence[str], profile: Profile, model_name: str | None = None, log=print):
+def probe_sweep(task_names: Sequence[str], profile: Profile, model_name: str | None = None, log=None):
     """Heads-only sweep over (rate, epochs) on the full training subsets (cheap with cached features)."""
     points = list(itertools.product(grid(PROBE_RATES, profile), grid(PROBE_EPOCHS, profile)))
     recipes = {pair: probe(profile, pair[0], pair[1], model_name) for pair in points}
@@ -125,7 +127,7 @@ def clean_rotten_tomatoes(profile: Profile) -> TaskData:
     return task
 
 
-def full_ft_arm(task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=print):
+def full_ft_arm(task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=None):
     """The book's full fine-tuning arm: rates from `full_ft_sweep`, then one run per seed on the
     profile's data. Returns (records, chosen (backbone rate, head rate), sweep table)."""
     table, chosen, _ = full_ft_sweep(task_names, profile, model_name, log=log)
@@ -135,7 +137,7 @@ def full_ft_arm(task_names: Sequence[str], profile: Profile, seeds: Sequence[int
     return records, chosen, table
 
 
-def probe_arm(task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=print):
+def probe_arm(task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=None):
     """The book's heads-only arm (a linear probe on the frozen backbone's cached features): rate and
     epochs from `probe_sweep`, then one run per seed. Returns (records, chosen (rate, epochs), table)."""
     table, chosen, _ = probe_sweep(task_names, profile, model_name, log=log)

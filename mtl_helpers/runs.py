@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import tempfile
 import time
@@ -19,10 +20,12 @@ import pandas as pd
 
 from .errors import MTLError
 from .profiles import Profile
-from .results import RunRecord, load_records, results_dir, save_record
+from .locations import results_dir
+from .records import RunRecord, load_records, save_record
 
 # Bump when a change to the package changes what a run computes. 2: the fingerprint holds the splits and the
 # task order, and records name the examples they were scored on.
+LOG = logging.getLogger("mtl_helpers.runs")
 SPEC_VERSION = 2
 
 
@@ -56,13 +59,14 @@ def check_writable(folder) -> None:
 
 
 def run_seeds(scenario: str, train: Callable[[int], object], seeds: Iterable[int], profile: Profile | str, spec: dict,
-              splits: Sequence[str] = ("validation", "test"), reuse: bool = True, log: Callable[[str], None] | None = print,
+              splits: Sequence[str] = ("validation", "test"), reuse: bool = True, log: Callable[[str], None] | None = None,
               **extra) -> list[RunRecord]:
     """One record per seed of `scenario`: reused when a stored record has the same spec, splits and task
     order (and was not cut short), otherwise `train(seed)` runs (returning a Trainer, whose record is taken
     on `splits`, or a RunRecord) and its record is saved. A run cut short (Ctrl-C: `Trainer.fit` keeps the
     history and returns) is not saved and stops the loop with KeyboardInterrupt."""
     profile_name = profile if isinstance(profile, str) else profile.name
+    log = log or LOG.info  # the runner's log, not the page: `logging.basicConfig(level=logging.INFO)` shows it
     fingerprint = run_fingerprint(spec, splits)
     stored = {r.seed: r for r in load_records(profile_name, scenario=scenario)
               if r.extra.get("spec_hash") == fingerprint and not r.interrupted and _holds(r, splits)}
@@ -73,8 +77,7 @@ def run_seeds(scenario: str, train: Callable[[int], object], seeds: Iterable[int
     for seed in seeds:
         if reuse and seed in stored:
             records.append(stored[seed])
-            if log:
-                log(f"{scenario}, seed {seed}: reused the stored run")
+            log(f"{scenario}, seed {seed}: reused the stored run")
             continue
         started = time.perf_counter()
         made = train(seed)
@@ -88,8 +91,7 @@ def run_seeds(scenario: str, train: Callable[[int], object], seeds: Iterable[int
         record.extra.update(extra, spec=spec, spec_hash=fingerprint)
         save_record(record)
         records.append(record)
-        if log:
-            log(f"{scenario}, seed {seed}: {time.perf_counter() - started:.0f} s")
+        log(f"{scenario}, seed {seed}: {time.perf_counter() - started:.0f} s")
     return records
 
 

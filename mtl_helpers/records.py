@@ -1,33 +1,26 @@
 """One record per run (a dataclass), written atomically as strict JSON, keyed by scenario, tasks,
 model, profile and seed; collecting records filters on those keys and refuses to mix tasks or models
-in one table."""
+in one table. A record names the examples it was scored on, so runs are compared example by example."""
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .batches import TokenizedTasks
+from .encoder import model_label
 from .errors import MTLError
+from .jsonio import write_json_atomic
+from .locations import check_folder_name, is_book_results, results_root, shown_path
 
 RECORD_SCHEMA = 3  # 3: records name the examples they were scored on (`examples`); older ones are not read
-SCENARIO_NAME = re.compile(r"^[a-z0-9][a-z0-9._+=-]{0,95}$")
 REPLACE_ENV = "MTL_REPLACE_RECORDS"  # "1": a run may replace the book's own record made with another spec
-
-
-def check_folder_name(kind: str, name: object) -> str:
-    """`name` if it is a safe folder name (scenarios and profiles become folders under the results folder)."""
-    if not isinstance(name, str) or not SCENARIO_NAME.match(name):
-        raise MTLError(f"{kind} name {name!r} is not allowed: use lower-case letters, digits and . _ + = - "
-                       "(it becomes a folder name under the results folder, so no slashes or '..').")
-    return name
 
 
 def examples_digest(rows: list[dict]) -> str:
@@ -40,86 +33,13 @@ def examples_digest(rows: list[dict]) -> str:
 def split_rows(task, split: str) -> list[dict]:
     """The rows of `task` (a TaskData) that a Trainer scores on `split`, in the order of its outcomes
     ("train_eval": the fixed slice of the training rows)."""
-    from .batches import TokenizedTasks  # the one definition of the "train_eval" slice
-
     try:
         return TokenizedTasks({task.name: task}, tokenizer=None).source_rows(task.name, split)
     except KeyError as err:
         raise MTLError(f"{err.args[0]} Score only the splits the task has.") from None
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def strict_json(obj):
-    """The object with NaN and infinities as None and numpy scalars as Python numbers (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> Path:
-    text = json.dumps(strict_json(obj), indent=1, sort_keys=True, allow_nan=False, default=str)
-    return atomic_write_bytes(path, (text + "\n").encode())
-
-
-def book_root(start: Path | None = None) -> Path | None:
-    """The repository root (the folder holding _toc.yml), searched upward from `start` or the cwd."""
-    here = (start or Path.cwd()).resolve()
-    return next((p for p in [here, *here.parents] if (p / "_toc.yml").exists()), None)
-
-
-def shown_path(path: Path) -> str:
-    """A path as a reader's message shows it: relative to the book's root when inside it (stored
-    outputs carry no machine paths), else as given."""
-    root = book_root()
-    try:
-        return str(Path(path).resolve().relative_to(root.resolve())) if root is not None else str(path)
-    except ValueError:
-        return str(path)
-
-
-def results_root() -> Path:
-    """MTL_RESULTS_DIR if set, else results/ at the repository root (or the cwd); one folder per profile inside."""
-    if os.environ.get("MTL_RESULTS_DIR"):
-        return Path(os.environ["MTL_RESULTS_DIR"])
-    return (book_root() or Path.cwd()) / "results"
-
-
-def results_dir(profile: str) -> Path:
-    return results_root() / check_folder_name("Profile", profile)
-
-
-def is_book_results(root: Path) -> bool:
-    """Whether `root` is the results folder committed with the book (results/ at the repository root)."""
-    book = book_root()
-    return book is not None and Path(root).resolve() == (book / "results").resolve()
-
-
-def _encode_outcomes(outcomes: np.ndarray):
+def encode_outcomes(outcomes: np.ndarray):
     outcomes = np.asarray(outcomes)
     if outcomes.ndim == 1:  # 0/1 per example, kept compact: "0110..."
         return "".join("1" if x else "0" for x in outcomes)
@@ -201,13 +121,12 @@ class RunRecord:
     # -- building
     @classmethod
     def from_trainer(cls, trainer, scenario: str, profile: str, splits: tuple[str, ...], extra: dict) -> "RunRecord":
-        from .train import model_label
 
         metrics, outcomes, examples_scored, inference = {}, {}, {}, []
         for split in splits:
             for task, result in trainer.evaluate_outcomes(split).items():
                 metrics.setdefault(split, {})[task] = result.metrics
-                outcomes.setdefault(split, {})[task] = _encode_outcomes(result.outcomes)
+                outcomes.setdefault(split, {})[task] = encode_outcomes(result.outcomes)
                 rows = trainer.tokenized.source_rows(task, split)
                 examples_scored.setdefault(split, {})[task] = examples_digest(rows)
                 inference.append((result.examples, result.seconds))
@@ -243,7 +162,7 @@ class RunRecord:
             scenario=scenario, profile=profile, seed=seed, model=model,
             tasks={n: {"level": t.level, "metric": "accuracy" if t.level == "sentence" else "entity_f1", "sizes": t.sizes()} for n, t in tasks.items()},
             metrics={s: {t: r.metrics for t, r in per.items()} for s, per in results.items()},
-            outcomes={s: {t: _encode_outcomes(r.outcomes) for t, r in per.items()} for s, per in results.items()},
+            outcomes={s: {t: encode_outcomes(r.outcomes) for t, r in per.items()} for s, per in results.items()},
             examples=examples_scored, **fields_,
         )
 
@@ -334,12 +253,12 @@ def load_records(profile: str, scenario: str | None = None, tasks: list[str] | N
     seed) order (seed 2 before seed 10); other schemas are skipped."""
     root = (Path(root) if root is not None else results_root()) / check_folder_name("Profile", profile)
     pattern = f"{check_folder_name('Scenario', scenario)}/*.json" if scenario else "*/*.json"
-    return _read_records(root.glob(pattern), profile, scenario=scenario, tasks=tasks, model=model, seeds=seeds)
+    return read_records(root.glob(pattern), profile, scenario=scenario, tasks=tasks, model=model, seeds=seeds)
 
 
-def _read_records(paths, profile: str, **filters) -> list[RunRecord]:
+def read_records(paths, profile: str, **filters) -> list[RunRecord]:
     records = [read_record(path) for path in paths]
-    kept = [r for r in records if r.schema == RECORD_SCHEMA and r.profile == profile and _matches(r, **filters)]
+    kept = [r for r in records if r.schema == RECORD_SCHEMA and r.profile == profile and record_matches(r, **filters)]
     return sorted(kept, key=lambda r: (r.scenario, r.task_key, r.model, r.seed))
 
 
@@ -370,85 +289,6 @@ def records_frame(records: list[RunRecord], split: str = "validation") -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def glue(name: str, value, display: bool = False) -> None:
-    """Store a value for the book's {glue} references (myst-nb); a no-op where myst-nb is missing."""
-    try:
-        from myst_nb import glue as myst_glue
-    except ImportError:  # e.g. on Colab, where the book toolchain is not installed
-        return
-    if isinstance(value, np.generic):
-        value = value.item()
-    myst_glue(name, value, display=display)
-
-
-def _download(url: str) -> bytes:
-    from urllib.request import urlopen
-
-    with urlopen(url, timeout=30) as response:  # noqa: S310 - a fixed https URL of the book's repository
-        return response.read()
-
-
-def stored_records(profile: str, repository_url: str, branch: str = "main", cache: str | os.PathLike | None = None,
-                   fetch=_download) -> tuple[list[RunRecord], str]:
-    """The book's own stored records of `profile`: from the repository checkout when this runs inside
-    one, else fetched from the repository on GitHub (index first, then each record) into `cache`.
-    Returns the records and where they came from; none (and the reason) when neither is reachable."""
-    check_folder_name("Profile", profile)
-    root = book_root()
-    if root is not None and (root / "results" / profile).is_dir():
-        return load_records(profile, root=root / "results"), f"the book's stored records in results/{profile}"
-    owner_repo = repository_url.rstrip("/").split("github.com/")[-1]
-    raw = f"https://raw.githubusercontent.com/{owner_repo}/{branch}/results/{profile}"
-    cache = Path(cache) if cache is not None else Path.home() / ".cache" / "mtl_helpers" / "results"
-    folder = (cache / profile).resolve()
-    try:
-        names = json.loads(fetch(f"{raw}/{INDEX}"))["records"]
-        if not isinstance(names, list):
-            raise ValueError("the index's records are not a list")
-        bad = next((n for n in names if _cached_record_path(folder, n) is None), None)
-        if bad is not None:
-            return [], (f"no stored records: the index at {raw} lists {bad!r}, which is not a record name "
-                        "(<scenario>/<file>.json)")
-        paths = [_cached_record_path(folder, n) for n in names]
-        for name, target in zip(names, paths):  # every call: a record the book re-ran replaces the cached copy
-            content = fetch(f"{raw}/{name}")
-            if not target.exists() or target.read_bytes() != content:
-                atomic_write_bytes(target, content)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return [], f"no stored records: {raw} could not be read ({type(err).__name__})"
-    # Only the listed files: a record the book no longer lists may still lie in the cache.
-    return _read_records(paths, profile), f"the book's stored records, fetched from {raw}"
-
-
-_RECORD_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,200}\.json$")
-
-
-def _cached_record_path(folder: Path, name: object) -> Path | None:
-    """Where the index entry `name` is cached, or None unless it is <scenario>/<file>.json inside `folder`."""
-    if not isinstance(name, str) or name.count("/") != 1:
-        return None
-    scenario, file = name.split("/")
-    if not SCENARIO_NAME.match(scenario) or not _RECORD_FILE.match(file) or file == INDEX:
-        return None
-    target = (folder / scenario / file).resolve()
-    return target if folder in target.parents else None
-
-
-def collect_records(profile: str, repository_url: str, **filters) -> tuple[list[RunRecord], list[str]]:
-    """The reader's own records of `profile` combined with the book's stored ones (own runs replace
-    stored runs with the same key), filtered like `load_records`; and a line per source."""
-    own = load_records(profile, **filters)
-    stored, where = stored_records(profile, repository_url)
-    if stored and results_dir(profile).resolve() == (book_root() or Path("/nonexistent")).resolve() / "results" / profile:
-        stored = []  # the reader's results folder is the book's own: nothing to add
-    keys = {r.key for r in own}
-    filtered = [r for r in stored if r.key not in keys and _matches(r, **filters)]
-    lines = [f"{len(own)} record(s) from your runs in {shown_path(results_dir(profile))}"]
-    if filtered or not own:
-        lines.append(f"{len(filtered)} record(s) from {where}")
-    return own + filtered, lines
-
-
-def _matches(record: RunRecord, scenario=None, tasks=None, model=None, seeds=None) -> bool:
+def record_matches(record: RunRecord, scenario=None, tasks=None, model=None, seeds=None) -> bool:
     return ((scenario is None or record.scenario == scenario) and (tasks is None or record.task_key == "+".join(sorted(tasks)))
             and (model is None or record.model == model) and (seeds is None or record.seed in seeds))
