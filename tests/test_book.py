@@ -40,7 +40,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 NOTEBOOK_DIR = ROOT / "notebooks"
-PLACEHOLDER_FLAG = "mtl_placeholder"  # notebook metadata of a not-yet-written chapter
 
 COLAB_RE = re.compile(
     r"^https://colab\.research\.google\.com/github/"
@@ -105,10 +104,6 @@ def read_notebook(path: Path) -> dict:
                 if isinstance(value, list):
                     output["data"][mime] = "".join(value)
     return nb
-
-
-def is_placeholder(path: Path) -> bool:
-    return path.suffix == ".ipynb" and bool(read_notebook(path).get("metadata", {}).get(PLACEHOLDER_FLAG))
 
 
 def first_heading(path: Path) -> str | None:
@@ -410,7 +405,7 @@ return (async () => {
         ".output.traceback, .output.error, .output.stderr, .traceback .ansi-red-fg, .system-message"
       )).map((e) => e.getAttribute("class") + ": " + e.textContent.slice(0, 200)),
       glue_refs: Array.from(document.querySelectorAll(".glue-ref")).map((e) => ({
-        text: e.textContent.trim(), pending: e.classList.contains("glue-pending"),
+        text: e.textContent.trim(),
       })),
       math: document.querySelectorAll("span.math, div.math").length,
       mjx: document.querySelectorAll("mjx-container").length,
@@ -470,14 +465,10 @@ def test_page_renders(browser, docname):
     if re.search(r"\{(glue|paste|cite|doc)[^}]*\}`", page["text"]):
         problems.append("an unparsed role ({glue}`...` etc.) shows as text")
 
-    # glue values: every reference resolved; "not yet measured" only while a chapter is a placeholder
+    # glue values: every reference resolved
     unresolved = [g for g in page["glue_refs"] if not g["text"]]
     if unresolved:
         problems.append(f"{len(unresolved)} glue reference(s) rendered empty (key missing in the notebook)")
-    pending = [g for g in page["glue_refs"] if g["pending"]]
-    placeholders = [p.name for p in NOTEBOOK_DIR.glob("*.ipynb") if is_placeholder(p)]
-    if pending and not placeholders:
-        problems.append(f"{len(pending)} glue value(s) shown as pending, but no notebook is a placeholder")
     if any(g["text"].lower() in {"nan", "nan%", "none", "inf", "inf%"} for g in page["glue_refs"]):
         problems.append(f"a glued value is NaN/None/inf: {[g['text'] for g in page['glue_refs']]}")
 

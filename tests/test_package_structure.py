@@ -109,3 +109,15 @@ def test_no_module_imports_another_modules_private_names():
             for target, names in package_imports(node, module):
                 private += [f"{module} imports {target}.{n}" for n in names if n.startswith("_")]
     assert not private, private
+
+
+def test_the_version_is_written_once():
+    """pyproject.toml reads the version from the package, so the two cannot disagree."""
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    import mtl_helpers
+
+    root = PACKAGE.parent
+    config = read_configuration(root / "pyproject.toml", expand=True)
+    assert "version" in config["project"]["dynamic"]
+    assert config["project"]["version"] == mtl_helpers.__version__

@@ -131,7 +131,7 @@ def test_ci_runs_the_readme_test_command_on_a_clean_runner():
 
     # the data: from the hub, into a folder cached on the loader's hash, then MTL_DATA_DIR
     cache = step_using(job, "actions/cache")
-    assert "hashFiles('mtl_helpers/data.py'" in cache["with"]["key"]
+    assert "hashFiles('mtl_helpers/tasks.py'" in cache["with"]["key"]
     data_dir = env["MTL_DATA_DIR"]
     assert data_dir.endswith(cache["with"]["path"]), (data_dir, cache["with"]["path"])
     fetch = [s for s in steps(job) if "scripts/fetch_data.py" in s.get("run", "")]

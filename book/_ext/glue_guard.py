@@ -10,42 +10,17 @@ extension runs just before that step and
   shows up in the page as an empty ``.glue-ref`` element (tests/test_book.py looks
   for them);
 * makes a page that pastes from a notebook depend on it, so that an incremental
-  build re-checks the page when the notebook changes;
-* lets the book build while a chapter is still a placeholder notebook: when the
-  referenced notebook carries ``"mtl_placeholder": true`` in its notebook metadata
-  and does not provide the key, the reference renders as a visible
-  ``<span class="glue-ref glue-pending">not yet measured</span>`` instead of failing
-  the build. A real notebook (without that flag) that lacks a key still fails
-  the strict build.
+  build re-checks the page when the notebook changes.
+
+A missing key still fails the strict build (myst-nb's own warning).
 """
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.transforms.post_transforms import SphinxPostTransform
-from sphinx.util import logging
 
-from myst_nb.ext.glue.crossref import read_glue_cache
 from myst_nb.ext.glue.utils import PendingGlueReference
-
-LOGGER = logging.getLogger(__name__)
-PLACEHOLDER_FLAG = "mtl_placeholder"
-PENDING_TEXT = "not yet measured"
-
-
-def _is_placeholder(env, docname: str) -> bool:
-    """True when `docname` is a notebook whose metadata has "mtl_placeholder": true."""
-    path = Path(env.doc2path(docname))
-    if path.suffix != ".ipynb" or not path.is_file():
-        return False
-    try:
-        metadata = json.loads(path.read_text(encoding="utf8")).get("metadata", {})
-    except (OSError, ValueError):
-        return False
-    return bool(metadata.get(PLACEHOLDER_FLAG))
 
 
 class GuardPendingGlueReferences(SphinxPostTransform):
@@ -54,26 +29,10 @@ class GuardPendingGlueReferences(SphinxPostTransform):
     default_priority = 4
 
     def run(self, **kwargs) -> None:
-        cache_folder = self.env.mystnb_config.output_folder  # type: ignore[attr-defined]
-        pending: dict[str, int] = {}
         for node in list(self.document.findall(PendingGlueReference)):
-            inline = node.inline
-            if node.key not in read_glue_cache(cache_folder, node.refdoc) and _is_placeholder(self.env, node.refdoc):
-                pending[node.refdoc] = pending.get(node.refdoc, 0) + 1
-                text = nodes.Text(PENDING_TEXT)
-                if inline:
-                    node.replace_self(nodes.inline("", "", text, classes=["glue-ref", "glue-pending"]))
-                else:
-                    node.replace_self(
-                        nodes.container("", nodes.paragraph("", "", text), classes=["glue-ref", "glue-pending"])
-                    )
-                continue
-            wrapper = nodes.inline(classes=["glue-ref"]) if inline else nodes.container(classes=["glue-ref"])
+            wrapper = nodes.inline(classes=["glue-ref"]) if node.inline else nodes.container(classes=["glue-ref"])
             node.replace_self(wrapper)
             wrapper.append(node)
-        if pending:
-            detail = ", ".join(f"{count} from {doc}" for doc, count in sorted(pending.items()))
-            LOGGER.info(f"[glue_guard] {self.env.docname}: glue values pending, placeholder notebooks ({detail})")
 
 
 def note_glue_dependencies(app: Sphinx, doctree: nodes.document) -> None:
