@@ -16,7 +16,7 @@ SCRATCH := $(CURDIR)/.scratch
 TORCH_INDEX ?=
 TORCH := torch==2.13.0
 
-.PHONY: install book test unit notebooks-smoke nbval linkcheck browser notebooks bench clean
+.PHONY: install book test lint unit notebooks-smoke nbval linkcheck browser notebooks bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,12 @@ book: $(STAMP)
 	bash scripts/fetch_mathjax.sh
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
-test: unit nbval book linkcheck browser
+test: lint unit nbval book linkcheck browser
+
+# ruff: pyflakes, pycodestyle (lines up to 120) and bugbear on every Python file (pyproject.toml [tool.ruff]).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 unit: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -m "not browser"

@@ -13,6 +13,7 @@ A step's model FLOPs = tokens * (sum over layers of forward + backward where it 
 Frozen layers below the lowest trainable one count only their forward; when the whole
 backbone is frozen, only the heads get a backward.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -77,7 +78,9 @@ def _timed_matmul(a: torch.Tensor, b: torch.Tensor, min_run_time: float = 0.2) -
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
-def matmul_flops(sizes=(1024, 2048), dtypes=("fp32", "bf16"), reps: int = 5, warmup: int = 2, device: str = "cpu") -> dict:
+def matmul_flops(
+    sizes=(1024, 2048), dtypes=("fp32", "bf16"), reps: int = 5, warmup: int = 2, device: str = "cpu"
+) -> dict:
     """Median FLOP/s of torch.matmul of n x n matrices per dtype and size on `device`; 'best' per dtype.
 
     On CUDA the device is synchronised after the warm-up and each timed product is bracketed by CUDA

@@ -9,6 +9,7 @@ size, padded length) comes from a forward pre-hook on the model; the phases of a
 own hooks (forward hooks, gradient-accumulation hooks on the parameters, the optimizer's step hooks).
 Nothing here reads an underscore attribute of the package.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -84,8 +85,14 @@ def tokenizer_and_encoder(spec: dict):
     if "tok" not in CACHE:
         CACHE["tok"] = AutoTokenizer.from_pretrained(default_model_path())
     hidden = spec.get("hidden", 32)
-    config = BertConfig(vocab_size=CACHE["tok"].vocab_size, hidden_size=hidden, num_hidden_layers=spec.get("layers", 6),
-                        num_attention_heads=2, intermediate_size=4 * hidden, max_position_embeddings=512)
+    config = BertConfig(
+        vocab_size=CACHE["tok"].vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=spec.get("layers", 6),
+        num_attention_heads=2,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=512,
+    )
     return CACHE["tok"], BertModel(config)
 
 
@@ -101,10 +108,20 @@ def trainable_layers(trainable, n_layers: int) -> int:
 def config_for(spec: dict, trainable="all") -> TrainConfig:
     """The run's TrainConfig: the book's defaults except a constant rate, no evaluation and no bar."""
     options = dict(
-        batch_size=spec["batch_size"], eval_batch_size=spec.get("eval_batch_size", 128), lr=spec.get("lr", 1e-3),
-        backbone_lr=spec.get("backbone_lr", 5e-5), schedule="constant", padding=spec.get("padding", "longest"),
-        bucket_by_length=spec.get("bucket", True), cache_features=trainable == "cached", eval_every=None, eval_train=False,
-        precision=spec.get("precision", "fp32"), seed=spec.get("seed", 0), device=spec.get("device", "cpu"), progress=False,
+        batch_size=spec["batch_size"],
+        eval_batch_size=spec.get("eval_batch_size", 128),
+        lr=spec.get("lr", 1e-3),
+        backbone_lr=spec.get("backbone_lr", 5e-5),
+        schedule="constant",
+        padding=spec.get("padding", "longest"),
+        bucket_by_length=spec.get("bucket", True),
+        cache_features=trainable == "cached",
+        eval_every=None,
+        eval_train=False,
+        precision=spec.get("precision", "fp32"),
+        seed=spec.get("seed", 0),
+        device=spec.get("device", "cpu"),
+        progress=False,
         sync_every=spec.get("sync_every", 1),
     )
     if spec.get("compile"):
@@ -211,20 +228,33 @@ class BatchShapes:
 
 def step_rows(shapes: BatchShapes, model: MultiTaskModel, k: int, cached: bool) -> list[dict]:
     encoder_config = model.encoder.config
-    return [{"examples": size, "padded_tokens": size * length,
-             "flops": step_flops(encoder_config, size, length, k, model.head(task).num_labels, backbone=not cached)}
-            for task, size, length in shapes.rows]
+    return [
+        {
+            "examples": size,
+            "padded_tokens": size * length,
+            "flops": step_flops(encoder_config, size, length, k, model.head(task).num_labels, backbone=not cached),
+        }
+        for task, size, length in shapes.rows
+    ]
 
 
-def windows(clock_at, rows: list[dict], warmup: int, reps: int, steps: int, shapes: BatchShapes | None = None) -> list[dict]:
+def windows(
+    clock_at, rows: list[dict], warmup: int, reps: int, steps: int, shapes: BatchShapes | None = None
+) -> list[dict]:
     """Per repetition: seconds, examples, padded and real tokens, model FLOPs."""
     out = []
     for r in range(reps):
         a, b = warmup + r * steps, warmup + (r + 1) * steps
         chunk = rows[a:b]
-        out.append({"seconds": clock_at(b) - clock_at(a), "examples": sum(c["examples"] for c in chunk),
-                    "padded_tokens": sum(c["padded_tokens"] for c in chunk), "flops": sum(c["flops"] for c in chunk),
-                    "real_tokens": shapes.real_tokens(a, b) if shapes else 0})
+        out.append(
+            {
+                "seconds": clock_at(b) - clock_at(a),
+                "examples": sum(c["examples"] for c in chunk),
+                "padded_tokens": sum(c["padded_tokens"] for c in chunk),
+                "flops": sum(c["flops"] for c in chunk),
+                "real_tokens": shapes.real_tokens(a, b) if shapes else 0,
+            }
+        )
     return out
 
 
@@ -233,8 +263,10 @@ def summarize(per_rep: list[dict], steps: int, cached: bool = False) -> dict:
     fps = [p["flops"] / p["seconds"] for p in per_rep]
     total = sum(p["examples"] for p in per_rep)
     return {
-        "examples_per_s": statistics.median(eps), "examples_per_s_reps": eps,
-        "seconds_per_step": statistics.median(p["seconds"] / steps for p in per_rep), "flops_per_s": statistics.median(fps),
+        "examples_per_s": statistics.median(eps),
+        "examples_per_s_reps": eps,
+        "seconds_per_step": statistics.median(p["seconds"] / steps for p in per_rep),
+        "flops_per_s": statistics.median(fps),
         "flops_per_example": sum(p["flops"] for p in per_rep) / total,
         "mean_padded_len": 0.0 if cached else sum(p["padded_tokens"] for p in per_rep) / total,
         "mean_real_len": 0.0 if cached else sum(p["real_tokens"] for p in per_rep) / total,
@@ -251,14 +283,23 @@ def timed_fit(run: Run, warmup: int, reps: int, steps: int) -> dict:
     with BatchShapes(trainer.model) as shapes:
         trainer.fit(total / per_epoch)  # fit runs round(epochs * steps per epoch) = total steps
     if len(clock.stamps) != total or trainer.steps_per_epoch != per_epoch:
-        raise RuntimeError(f"the fit ran {len(clock.stamps)} steps of {trainer.steps_per_epoch} per epoch; expected {total} of {per_epoch}")
+        raise RuntimeError(
+            f"the fit ran {len(clock.stamps)} steps of {trainer.steps_per_epoch} per epoch; expected {total} of "
+            f"{per_epoch}"
+        )
     rows = step_rows(shapes, trainer.model, run.k, run.cached)
     out = summarize(windows(clock.at, rows, warmup, reps, steps, shapes), steps, run.cached)
-    out.update(warmup_steps=warmup, reps=reps, steps_per_rep=steps, trainable_layers=run.k,
-               trainable_params=trainable_params(trainer.model), fit_peak_memory_mb=round(trainer.peak_memory_mb, 1),
-               memory_method_fit=trainer.memory_method,
-               rss_growth_mb=round(max(0.0, trainer.peak_memory_mb - rss_before), 1) if not is_cuda(trainer.device) else None,
-               train_seconds=trainer.train_seconds)
+    out.update(
+        warmup_steps=warmup,
+        reps=reps,
+        steps_per_rep=steps,
+        trainable_layers=run.k,
+        trainable_params=trainable_params(trainer.model),
+        fit_peak_memory_mb=round(trainer.peak_memory_mb, 1),
+        memory_method_fit=trainer.memory_method,
+        rss_growth_mb=round(max(0.0, trainer.peak_memory_mb - rss_before), 1) if not is_cuda(trainer.device) else None,
+        train_seconds=trainer.train_seconds,
+    )
     return out
 
 
@@ -271,8 +312,12 @@ def run_train(spec: dict) -> dict:
     if steps == "epoch":
         steps = steps_per_epoch(trainer)
     out = timed_fit(run, spec["warmup"], spec["reps"], steps)
-    out.update(setup_seconds=run.setup_seconds, train_rows=n_train, epoch_seconds=n_train / out["examples_per_s"],
-               steps_per_epoch=steps_per_epoch(trainer))
+    out.update(
+        setup_seconds=run.setup_seconds,
+        train_rows=n_train,
+        epoch_seconds=n_train / out["examples_per_s"],
+        steps_per_epoch=steps_per_epoch(trainer),
+    )
     return out
 
 
@@ -284,15 +329,23 @@ def padding_stats(spec: dict) -> dict:
     """Real / padded tokens over one epoch of batches, per padding mode (collation only, no model):
     the package's loaders (`make_loader`, length buckets from the trainer's data) and `multitask_stream`."""
     out = {}
-    for name, padding, bucket in (("dynamic", "longest", False), ("bucketed", "longest", True), ("max_length", "max_length", False)):
+    for name, padding, bucket in (
+        ("dynamic", "longest", False),
+        ("bucketed", "longest", True),
+        ("max_length", "max_length", False),
+    ):
         trainer = build({**spec, "padding": padding, "bucket": bucket, "trainable": "heads"}).trainer
         generator = torch.Generator().manual_seed(spec.get("seed", 0))
         loaders = {}
         for task in trainer.tasks:
             rows = trainer.data.rows(task, "train")
             lengths = trainer.data.lengths(rows) if bucket else None
-            loaders[task] = make_loader(rows, trainer.data.collator(task), trainer.config.batch_size, True, generator, lengths)
-        stream = multitask_stream(loaders, trainer.config.sampling, trainer.config.temperature, np.random.default_rng(spec.get("seed", 0)))
+            loaders[task] = make_loader(
+                rows, trainer.data.collator(task), trainer.config.batch_size, True, generator, lengths
+            )
+        stream = multitask_stream(
+            loaders, trainer.config.sampling, trainer.config.temperature, np.random.default_rng(spec.get("seed", 0))
+        )
         real = padded = 0
         for _ in range(steps_per_epoch(trainer)):
             _, batch = next(stream)
@@ -303,15 +356,19 @@ def padding_stats(spec: dict) -> dict:
 
 
 def run_bf16(spec: dict) -> dict:
-    """Identical short full fine-tuning runs (same seed, same batches) in fp32 and with TrainConfig(precision="bf16")."""
+    """Identical short full fine-tuning runs (same seed, same batches) in fp32 and with
+    TrainConfig(precision="bf16")."""
     out = {}
     for precision in ("fp32", "bf16"):
         run = build({**spec, "trainable": "all", "precision": precision})
         timing = timed_fit(run, spec["warmup"], spec["reps"], spec["steps"])
         metrics = {t: r for t, r in run.trainer.evaluate_outcomes("validation").items()}
-        out[precision] = {**timing, "eval_seconds": sum(r.seconds for r in metrics.values()),
-                          "validation_accuracy": {t: r.metrics["accuracy"] for t, r in metrics.items()},
-                          "final_loss": float(np.mean([s["loss"] for s in run.trainer.history.steps[-10:]]))}
+        out[precision] = {
+            **timing,
+            "eval_seconds": sum(r.seconds for r in metrics.values()),
+            "validation_accuracy": {t: r.metrics["accuracy"] for t, r in metrics.items()},
+            "final_loss": float(np.mean([s["loss"] for s in run.trainer.history.steps[-10:]])),
+        }
     return out
 
 
@@ -331,7 +388,11 @@ def run_inference(spec: dict) -> dict:
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     out = {}
     for precision in ("fp32", "bf16"):
-        ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+        ctx = (
+            (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+            if precision == "bf16"
+            else contextlib.nullcontext
+        )
         times = []
         with torch.no_grad():
             for _ in range(spec["reps"] + 1):
@@ -343,9 +404,16 @@ def run_inference(spec: dict) -> dict:
                 synchronize(device)
                 times.append(time.perf_counter() - started)
         times = times[1:]  # first pass is warm-up
-        flops = sum(forward_flops(model.encoder.config, b["input_ids"].shape[0], b["input_ids"].shape[1]) for b in batches)
+        flops = sum(
+            forward_flops(model.encoder.config, b["input_ids"].shape[0], b["input_ids"].shape[1]) for b in batches
+        )
         t = statistics.median(times)
-        out[precision] = {"examples_per_s": len(rows) / t, "flops_per_s": flops / t, "rows": len(rows), "batch_size": bs}
+        out[precision] = {
+            "examples_per_s": len(rows) / t,
+            "flops_per_s": flops / t,
+            "rows": len(rows),
+            "batch_size": bs,
+        }
     return out
 
 
@@ -426,14 +494,32 @@ def run_hf_trainer(spec: dict, max_steps: int | None = None) -> dict:
     sampling = hf_sampling_args(spec.get("bucket", True))
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=bs, learning_rate=5e-5, weight_decay=0.01, max_grad_norm=1.0,
-            lr_scheduler_type="constant", eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
-            dataloader_num_workers=0, use_cpu=not is_cuda(device), disable_tqdm=True, seed=spec.get("seed", 0),
-            bf16=spec.get("precision") == "bf16", torch_compile=bool(spec.get("compile")),
-            **({"max_steps": max_steps} if max_steps else {"num_train_epochs": 1}), **sampling,
+            output_dir=tmp,
+            per_device_train_batch_size=bs,
+            learning_rate=5e-5,
+            weight_decay=0.01,
+            max_grad_norm=1.0,
+            lr_scheduler_type="constant",
+            eval_strategy="no",
+            save_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            dataloader_num_workers=0,
+            use_cpu=not is_cuda(device),
+            disable_tqdm=True,
+            seed=spec.get("seed", 0),
+            bf16=spec.get("precision") == "bf16",
+            torch_compile=bool(spec.get("compile")),
+            **({"max_steps": max_steps} if max_steps else {"num_train_epochs": 1}),
+            **sampling,
         )  # optim: Hugging Face's default (fused AdamW); pinned memory: its default on a GPU
-        trainer = HFTrainer(model=Wrapped(model), args=args, train_dataset=rows,
-                            data_collator=make_collator(task, tok, "longest", 128), callbacks=[Clock()])
+        trainer = HFTrainer(
+            model=Wrapped(model),
+            args=args,
+            train_dataset=rows,
+            data_collator=make_collator(task, tok, "longest", 128),
+            callbacks=[Clock()],
+        )
         trainer.remove_callback(PrinterCallback)  # no log lines on stdout
         with BatchShapes(model) as shapes:
             trainer.train()
@@ -442,9 +528,14 @@ def run_hf_trainer(spec: dict, max_steps: int | None = None) -> dict:
     rows_ = step_rows(shapes, model, model.encoder.config.num_hidden_layers, False)
     per_rep = windows(lambda i: stamps[i], rows_, warmup, reps, steps, shapes)
     out = summarize(per_rep, steps)
-    out.update(transformers=transformers.__version__, steps=total, epoch_seconds=stamps[-1] - stamps[0],
-               peak_memory_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if is_cuda(device) else None,
-               optim=str(args.optim), sampling="length-grouped" if sampling else "random")
+    out.update(
+        transformers=transformers.__version__,
+        steps=total,
+        epoch_seconds=stamps[-1] - stamps[0],
+        peak_memory_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if is_cuda(device) else None,
+        optim=str(args.optim),
+        sampling="length-grouped" if sampling else "random",
+    )
     return out
 
 
@@ -464,12 +555,17 @@ class PhaseClock(Callback):
         model = trainer.model
         self.active = False
         eager = torch.compiler.disable
-        self.handles = [model.register_forward_pre_hook(eager(lambda m, a: self.mark("forward_start"))),
-                        model.register_forward_hook(eager(lambda m, a, o: self.mark("forward_end"))),
-                        trainer.optimizer.register_step_pre_hook(lambda o, a, k: self.mark("optimizer_start")),
-                        trainer.optimizer.register_step_post_hook(lambda o, a, k: self.mark("optimizer_end"))]
-        self.handles += [p.register_post_accumulate_grad_hook(lambda p: self.mark("backward_end"))
-                         for p in model.parameters() if p.requires_grad]
+        self.handles = [
+            model.register_forward_pre_hook(eager(lambda m, a: self.mark("forward_start"))),
+            model.register_forward_hook(eager(lambda m, a, o: self.mark("forward_end"))),
+            trainer.optimizer.register_step_pre_hook(lambda o, a, k: self.mark("optimizer_start")),
+            trainer.optimizer.register_step_post_hook(lambda o, a, k: self.mark("optimizer_end")),
+        ]
+        self.handles += [
+            p.register_post_accumulate_grad_hook(lambda p: self.mark("backward_end"))
+            for p in model.parameters()
+            if p.requires_grad
+        ]
         self.current: dict = {}
 
     def remove(self) -> None:
@@ -538,15 +634,32 @@ def run_profile(spec: dict) -> dict:
         synchronize(trainer.device)
         wall = time.perf_counter() - started
     table = prof.key_averages()
-    cpu_self = lambda e: e.self_cpu_time_total  # noqa: E731
-    dev_self = lambda e: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))  # noqa: E731
-    on_cpu = lambda e: str(getattr(e, "device_type", "CPU")).endswith("CPU")  # noqa: E731
-    ops = [e for e in table if on_cpu(e)]  # operators (aten::mm, ...); on a GPU each holds the device time of its own kernels
+
+    def cpu_self(e):
+        return e.self_cpu_time_total
+
+    def dev_self(e):
+        return getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))
+
+    def on_cpu(e):
+        return str(getattr(e, "device_type", "CPU")).endswith("CPU")
+
+    ops = [
+        e for e in table if on_cpu(e)
+    ]  # operators (aten::mm, ...); on a GPU each holds the device time of its own kernels
     key = dev_self if cuda else cpu_self
     total_self = sum(key(e) for e in ops) or 1
     top = sorted(ops, key=key, reverse=True)[:10]
-    out["top_ops"] = [{"op": e.key, "self_ms_per_step": key(e) / 1000 / n, "share": key(e) / total_self, "calls_per_step": e.count / n,
-                       "self_cpu_ms_per_step": cpu_self(e) / 1000 / n} for e in top]
+    out["top_ops"] = [
+        {
+            "op": e.key,
+            "self_ms_per_step": key(e) / 1000 / n,
+            "share": key(e) / total_self,
+            "calls_per_step": e.count / n,
+            "self_cpu_ms_per_step": cpu_self(e) / 1000 / n,
+        }
+        for e in top
+    ]
     out["top_ops_time"] = "self device (GPU) time of each operator's kernels" if cuda else "self CPU time"
     out["profiled_steps"] = n
     out["profiled_wall_seconds_per_step"] = wall / n
@@ -555,10 +668,21 @@ def run_profile(spec: dict) -> dict:
         busy = sum(dev_self(e) for e in kernels) / 1e6
         out["device_busy_fraction"] = busy / wall
         out["kernel_launches_per_step"] = sum(e.count for e in kernels) / n
-        out["top_kernels"] = [{"kernel": e.key[:120], "self_ms_per_step": dev_self(e) / 1000 / n, "share": dev_self(e) / (busy * 1e6 or 1),
-                               "calls_per_step": e.count / n} for e in sorted(kernels, key=dev_self, reverse=True)[:5]]
-    out.update(batch_size=spec["batch_size"], precision=spec.get("precision", "fp32"), device=str(trainer.device),
-               synchronised="phases: CUDA events, no host synchronisation" if cuda else "CPU: host times are the work")
+        out["top_kernels"] = [
+            {
+                "kernel": e.key[:120],
+                "self_ms_per_step": dev_self(e) / 1000 / n,
+                "share": dev_self(e) / (busy * 1e6 or 1),
+                "calls_per_step": e.count / n,
+            }
+            for e in sorted(kernels, key=dev_self, reverse=True)[:5]
+        ]
+    out.update(
+        batch_size=spec["batch_size"],
+        precision=spec.get("precision", "fp32"),
+        device=str(trainer.device),
+        synchronised="phases: CUDA events, no host synchronisation" if cuda else "CPU: host times are the work",
+    )
     return out
 
 
@@ -578,13 +702,23 @@ def run_compare(spec: dict) -> dict:
     total = steps_per_epoch(trainer)
     warmup = spec["warmup"]
     if total <= warmup:
-        raise ValueError(f"one epoch is {total} steps at batch {spec['batch_size']}: nothing left to time after {warmup} warm-up steps")
+        raise ValueError(
+            f"one epoch is {total} steps at batch {spec['batch_size']}: nothing left to time after {warmup} warm-up "
+            "steps"
+        )
     out = timed_fit(run, warmup, 1, total - warmup)  # peak memory: the trainer's PeakMemory callback
-    out.update(steps=total, epoch_seconds=run.clock.at(total) - run.clock.at(0), setup_seconds=run.setup_seconds,
-               peak_memory_mb=out["fit_peak_memory_mb"], sync_every=trainer.config.sync_every,
-               pin_memory=trainer.pin_memory, compile=bool(spec.get("compile")), bucket_by_length=trainer.config.bucket_by_length,
-               fused_adamw=bool(trainer.optimizer.defaults.get("fused")),
-               tf32=torch.get_float32_matmul_precision() != "highest")
+    out.update(
+        steps=total,
+        epoch_seconds=run.clock.at(total) - run.clock.at(0),
+        setup_seconds=run.setup_seconds,
+        peak_memory_mb=out["fit_peak_memory_mb"],
+        sync_every=trainer.config.sync_every,
+        pin_memory=trainer.pin_memory,
+        compile=bool(spec.get("compile")),
+        bucket_by_length=trainer.config.bucket_by_length,
+        fused_adamw=bool(trainer.optimizer.defaults.get("fused")),
+        tf32=torch.get_float32_matmul_precision() != "highest",
+    )
     return out
 
 
@@ -602,13 +736,26 @@ def run_eval_batches(spec: dict) -> dict:
         trainer.data.rows(task, "train")
         trainer.evaluate_outcomes("validation")  # warm-up: kernels, allocator
         result = trainer.evaluate_outcomes("train")[task]
-        out[str(size)] = {"examples_per_s": result.examples / result.seconds, "seconds": result.seconds, "examples": result.examples}
+        out[str(size)] = {
+            "examples_per_s": result.examples / result.seconds,
+            "seconds": result.seconds,
+            "examples": result.examples,
+        }
     return out
 
 
-KINDS = {"train": run_train, "sweep": run_sweep, "padding_stats": padding_stats, "bf16": run_bf16,
-         "inference": run_inference, "hf": run_hf, "profile": run_profile, "matmul": run_matmul,
-         "compare": run_compare, "eval_batches": run_eval_batches}
+KINDS = {
+    "train": run_train,
+    "sweep": run_sweep,
+    "padding_stats": padding_stats,
+    "bf16": run_bf16,
+    "inference": run_inference,
+    "hf": run_hf,
+    "profile": run_profile,
+    "matmul": run_matmul,
+    "compare": run_compare,
+    "eval_batches": run_eval_batches,
+}
 
 
 def run(spec: dict) -> dict:

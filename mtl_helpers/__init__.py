@@ -20,7 +20,8 @@ from transformers import set_seed  # noqa: E402
 from .batches import TokenizedTasks, encode_rows, make_collator, make_loader, multitask_stream, task_schedule  # noqa: E402
 from .callbacks import Callback, Evaluation, GradualUnfreezing, History, PeakMemory, ProgressBar, Stage, ulmfit_stages  # noqa: E402
 from .leakage import normalize_text, split_overlap  # noqa: E402
-from .loading import find_data_dir, load_task, split_table  # noqa: E402
+from .loading import load_task, split_table  # noqa: E402
+from .sources import find_data_dir  # noqa: E402
 from .encoder import DEFAULT_MODEL_ID, default_model_path, load_encoder, mean_pool, truncate_encoder  # noqa: E402
 from .errors import (  # noqa: E402
     DataError,

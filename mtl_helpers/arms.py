@@ -1,6 +1,7 @@
 """The book's shared arms: loading the two tasks at a profile's sizes, rate sweeps on validation, and
 the standard recipes. Chapters that need the same arm call the same function with the same
 arguments, so a book run trains it once and the other chapters reuse its records."""
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,12 @@ PROBE_RATES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # heads on a frozen backbone
 PROBE_EPOCHS = (2, 10, 40)
 
 
-def load_tasks(names: Sequence[str], profile: Profile, max_train: int | None | str = "profile",
-               max_eval: int | None | str = "profile") -> list[TaskData]:
+def load_tasks(
+    names: Sequence[str],
+    profile: Profile,
+    max_train: int | None | str = "profile",
+    max_eval: int | None | str = "profile",
+) -> list[TaskData]:
     """Each named task at the profile's sizes (or the given ones; None = all rows)."""
     train = profile.max_train if max_train == "profile" else max_train
     evaluate = profile.max_eval if max_eval == "profile" else max_eval
@@ -47,12 +52,15 @@ def grid(values: Sequence, profile: Profile) -> list:
     return [values[round(i * step)] for i in range(n)] if n > 1 else [values[len(values) // 2]]
 
 
-def sweep(prefix: str, recipes: Mapping[object, Recipe], tasks: Sequence[TaskData], profile: Profile,
-          log=None) -> tuple[pd.DataFrame, dict[object, list[RunRecord]]]:
+def sweep(
+    prefix: str, recipes: Mapping[object, Recipe], tasks: Sequence[TaskData], profile: Profile, log=None
+) -> tuple[pd.DataFrame, dict[object, list[RunRecord]]]:
     """Train every recipe on the sweep subsets (the profile's sweep seeds) and tabulate validation."""
     seeds = list(range(profile.sweep_seeds))
-    arms = {value: run_recipe(f"{prefix}-{_slug(value)}", recipe, tasks, seeds, profile, log=log)
-            for value, recipe in recipes.items()}
+    arms = {
+        value: run_recipe(f"{prefix}-{_slug(value)}", recipe, tasks, seeds, profile, log=log)
+        for value, recipe in recipes.items()
+    }
     return sweep_table(arms), arms
 
 
@@ -64,8 +72,14 @@ def _slug(value) -> str:
 
 def full_ft(profile: Profile, backbone_lr: float, head_lr: float, model_name: str | None = None, **changes) -> Recipe:
     """Everything trained from the first step, one backbone rate, the slanted triangular schedule."""
-    return Recipe(train=("all",), head_lr=head_lr, backbone_lr=backbone_lr, epochs=profile.epochs,
-                  batch_size=profile.batch_size, model_name=model_name).with_(**changes)
+    return Recipe(
+        train=("all",),
+        head_lr=head_lr,
+        backbone_lr=backbone_lr,
+        epochs=profile.epochs,
+        batch_size=profile.batch_size,
+        model_name=model_name,
+    ).with_(**changes)
 
 
 def full_ft_sweep(task_names: Sequence[str], profile: Profile, model_name: str | None = None, log=None):
@@ -79,8 +93,15 @@ def full_ft_sweep(task_names: Sequence[str], profile: Profile, model_name: str |
 
 def probe(profile: Profile, head_lr: float, epochs: float, model_name: str | None = None) -> Recipe:
     """Heads only, on cached features of the frozen backbone, at a constant rate."""
-    return Recipe(train=("heads",), head_lr=head_lr, epochs=epochs, batch_size=profile.batch_size, schedule="constant",
-                  cache_features=True, model_name=model_name)
+    return Recipe(
+        train=("heads",),
+        head_lr=head_lr,
+        epochs=epochs,
+        batch_size=profile.batch_size,
+        schedule="constant",
+        cache_features=True,
+        model_name=model_name,
+    )
 
 
 def probe_sweep(task_names: Sequence[str], profile: Profile, model_name: str | None = None, log=None):
@@ -123,25 +144,48 @@ def clean_rotten_tomatoes(profile: Profile) -> TaskData:
     rt, clean, shared, total = _clean_rt_rows(profile.max_eval)
     task = copy.copy(rt)
     task.splits = {**rt.splits, "test": [dict(r) for r in clean]}
-    task.split_report = {**rt.split_report, "sst2_overlap": {"test_rows": total, "sharing_text_with_sst2_train": shared}}
+    task.split_report = {
+        **rt.split_report,
+        "sst2_overlap": {"test_rows": total, "sharing_text_with_sst2_train": shared},
+    }
     return task
 
 
-def full_ft_arm(task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=None):
+def full_ft_arm(
+    task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=None
+):
     """The book's full fine-tuning arm: rates from `full_ft_sweep`, then one run per seed on the
     profile's data. Returns (records, chosen (backbone rate, head rate), sweep table)."""
     table, chosen, _ = full_ft_sweep(task_names, profile, model_name, log=log)
     tasks = load_tasks(task_names, profile)
-    records = run_recipe("full-fine-tuning", full_ft(profile, *chosen, model_name=model_name), tasks, seeds, profile,
-                         splits=STANDARD_SPLITS, ood=ood_for(task_names, profile), log=log)
+    records = run_recipe(
+        "full-fine-tuning",
+        full_ft(profile, *chosen, model_name=model_name),
+        tasks,
+        seeds,
+        profile,
+        splits=STANDARD_SPLITS,
+        ood=ood_for(task_names, profile),
+        log=log,
+    )
     return records, chosen, table
 
 
-def probe_arm(task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=None):
+def probe_arm(
+    task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=None
+):
     """The book's heads-only arm (a linear probe on the frozen backbone's cached features): rate and
     epochs from `probe_sweep`, then one run per seed. Returns (records, chosen (rate, epochs), table)."""
     table, chosen, _ = probe_sweep(task_names, profile, model_name, log=log)
     tasks = load_tasks(task_names, profile)
-    records = run_recipe("head-only", probe(profile, *chosen, model_name=model_name), tasks, seeds, profile,
-                         splits=STANDARD_SPLITS, ood=ood_for(task_names, profile), log=log)
+    records = run_recipe(
+        "head-only",
+        probe(profile, *chosen, model_name=model_name),
+        tasks,
+        seeds,
+        profile,
+        splits=STANDARD_SPLITS,
+        ood=ood_for(task_names, profile),
+        log=log,
+    )
     return records, chosen, table

@@ -1,5 +1,6 @@
 """From task rows to batches: tokenizing, dynamic padding, length buckets, seeded loaders, and the
 multi-task stream of (task, batch) that the Trainer trains on. Usable on its own."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,8 +31,9 @@ class WordAlignment:
     cut_at: int
 
 
-def _encode_token_rows(rows: list[dict], tokenizer: PreTrainedTokenizerBase,
-                       max_length: int) -> tuple[list[dict], list[WordAlignment]]:
+def _encode_token_rows(
+    rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> tuple[list[dict], list[WordAlignment]]:
     enc = tokenizer([r["text"] for r in rows], is_split_into_words=True, truncation=True, max_length=max_length)
     out, alignments = [], []
     for i, r in enumerate(rows):
@@ -53,7 +55,9 @@ def _encode_token_rows(rows: list[dict], tokenizer: PreTrainedTokenizerBase,
     return out, alignments
 
 
-def encode_rows(task: TaskData, rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_length: int = 128) -> list[dict]:
+def encode_rows(
+    task: TaskData, rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_length: int = 128
+) -> list[dict]:
     """Token ids per row, unpadded; token tasks label each word's first sub-token, -100 elsewhere."""
     if not rows:
         return []
@@ -63,8 +67,9 @@ def encode_rows(task: TaskData, rows: list[dict], tokenizer: PreTrainedTokenizer
     return _encode_token_rows(rows, tokenizer, max_length)[0]
 
 
-def word_alignments(task: TaskData, rows: list[dict], tokenizer: PreTrainedTokenizerBase,
-                    max_length: int = 128) -> list[WordAlignment]:
+def word_alignments(
+    task: TaskData, rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_length: int = 128
+) -> list[WordAlignment]:
     """Per row of a token task, which words `encode_rows` gives a prediction (see WordAlignment)."""
     if task.level != "token":
         raise ValueError(f"Word alignments exist for token tasks only; {task.name!r} is {task.level}-level.")
@@ -81,8 +86,12 @@ def make_collator(task: TaskData, tokenizer: PreTrainedTokenizerBase, padding: s
     return DataCollatorWithPadding(tokenizer, **kwargs)
 
 
-def task_schedule(batches: Mapping[str, int], strategy: str = "proportional", temperature: float = 2.0,
-                  rng: np.random.Generator | None = None) -> list[str]:
+def task_schedule(
+    batches: Mapping[str, int],
+    strategy: str = "proportional",
+    temperature: float = 2.0,
+    rng: np.random.Generator | None = None,
+) -> list[str]:
     """The task of each step of one epoch (sum of the tasks' batch counts).
 
     proportional: every task's batches exactly once, shuffled; round_robin: tasks in turn;
@@ -104,8 +113,15 @@ def task_schedule(batches: Mapping[str, int], strategy: str = "proportional", te
     raise ValueError(f"Unknown sampling strategy {strategy!r}; use one of {', '.join(SAMPLING)}.")
 
 
-def make_loader(rows: Sequence[dict], collate, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
-                lengths: Sequence[int] | None = None, pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    rows: Sequence[dict],
+    collate,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    lengths: Sequence[int] | None = None,
+    pin_memory: bool = False,
+) -> DataLoader:
     """A loader with its own generator (a DataLoader without one draws from the global RNG and shifts
     dropout); `lengths` turns on length-grouped batches (similar lengths, little padding);
     `pin_memory` puts batches in page-locked memory, so a non-blocking copy to a GPU overlaps compute."""
@@ -115,8 +131,15 @@ def make_loader(rows: Sequence[dict], collate, batch_size: int, shuffle: bool, g
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
         sampler = LengthGroupedSampler(batch_size, lengths=list(lengths), generator=generator)
-    return DataLoader(list(rows), batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      generator=generator, collate_fn=collate, pin_memory=pin_memory)
+    return DataLoader(
+        list(rows),
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        generator=generator,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+    )
 
 
 class TokenizedTasks:
@@ -126,8 +149,13 @@ class TokenizedTasks:
     the split "train_eval": scoring it against validation gives the train/validation gap.
     """
 
-    def __init__(self, tasks: Mapping[str, TaskData], tokenizer: PreTrainedTokenizerBase, max_length: int = 128,
-                 padding: str = "longest"):
+    def __init__(
+        self,
+        tasks: Mapping[str, TaskData],
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int = 128,
+        padding: str = "longest",
+    ):
         self.tasks, self.tokenizer, self.max_length, self.padding = dict(tasks), tokenizer, max_length, padding
         self._rows: dict[tuple[str, str], list[dict]] = {}
         self._alignments: dict[tuple[str, str], list[WordAlignment]] = {}
@@ -150,8 +178,9 @@ class TokenizedTasks:
         if key not in self._rows:
             if self.tasks[task].level == "token":  # one tokenization gives both rows and word alignments
                 source = self.source_rows(task, split)
-                self._rows[key], self._alignments[key] = _encode_token_rows(source, self.tokenizer, self.max_length) \
-                    if source else ([], [])
+                self._rows[key], self._alignments[key] = (
+                    _encode_token_rows(source, self.tokenizer, self.max_length) if source else ([], [])
+                )
             else:
                 source = self.source_rows(task, split)
                 self._rows[key] = encode_rows(self.tasks[task], source, self.tokenizer, self.max_length)
@@ -172,8 +201,12 @@ class TokenizedTasks:
         return [len(r["input_ids"]) for r in rows]
 
 
-def multitask_stream(loaders: Mapping[str, DataLoader], sampling: str = "proportional", temperature: float = 2.0,
-                     rng: np.random.Generator | None = None) -> Iterator[tuple[str, dict]]:
+def multitask_stream(
+    loaders: Mapping[str, DataLoader],
+    sampling: str = "proportional",
+    temperature: float = 2.0,
+    rng: np.random.Generator | None = None,
+) -> Iterator[tuple[str, dict]]:
     """An endless stream of (task, batch): one epoch's task order at a time, each task's loader
     restarting when its data runs out before the epoch's schedule does."""
     rng = rng or np.random.default_rng(0)
@@ -196,5 +229,15 @@ def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[s
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-__all__ = ["TokenizedTasks", "WordAlignment", "default_collate", "encode_rows", "make_collator", "make_loader",
-           "multitask_stream", "task_schedule", "to_device", "word_alignments"]
+__all__ = [
+    "TokenizedTasks",
+    "WordAlignment",
+    "default_collate",
+    "encode_rows",
+    "make_collator",
+    "make_loader",
+    "multitask_stream",
+    "task_schedule",
+    "to_device",
+    "word_alignments",
+]

@@ -1,6 +1,7 @@
 """Sentence embeddings of a frozen backbone: computed once per task and split, then reused. Heads
 trained on them train exactly as on the backbone's live output (a frozen part runs without dropout),
 only without running the transformer at every step."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,9 @@ def backbone_is_frozen(model: MultiTaskModel) -> list[str]:
 
 
 @torch.no_grad()
-def embed_rows(model: MultiTaskModel, rows: list[dict], collate, device: torch.device, batch_size: int = 128,
-               autocast=None) -> torch.Tensor:
+def embed_rows(
+    model: MultiTaskModel, rows: list[dict], collate, device: torch.device, batch_size: int = 128, autocast=None
+) -> torch.Tensor:
     """Sentence embeddings of tokenized rows (eval mode), in row order, on the CPU."""
     if not rows:
         return torch.empty(0, model.hidden_size)
@@ -45,8 +47,13 @@ def embed_rows(model: MultiTaskModel, rows: list[dict], collate, device: torch.d
     return out
 
 
-def embed_texts(model: MultiTaskModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int = 64,
-                max_length: int = 128) -> torch.Tensor:
+def embed_texts(
+    model: MultiTaskModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> torch.Tensor:
     """Mean-pooled sentence embeddings of raw texts (eval mode, on the model's device), on the CPU."""
     from transformers import DataCollatorWithPadding
 
@@ -77,13 +84,27 @@ class FeatureCache:
     """Rows of {"features", "labels"} per task and split, embedded once by the frozen backbone and
     shared across trainers in this process whose backbones have the same weights."""
 
-    def __init__(self, model: MultiTaskModel, tokenized: TokenizedTasks, device: torch.device, batch_size: int = 128,
-                 autocast=None):
-        self.model, self.tokenized, self.device, self.batch_size, self.autocast = model, tokenized, device, batch_size, autocast
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        tokenized: TokenizedTasks,
+        device: torch.device,
+        batch_size: int = 128,
+        autocast=None,
+    ):
+        self.model, self.tokenized, self.device, self.batch_size, self.autocast = (
+            model,
+            tokenized,
+            device,
+            batch_size,
+            autocast,
+        )
         self.tasks = tokenized.tasks
         for name, task in self.tasks.items():
             if task.level != "sentence":
-                raise MTLError(f"cache_features works for sentence tasks only; {name!r} is token-level. Set cache_features=False.")
+                raise MTLError(
+                    f"cache_features works for sentence tasks only; {name!r} is token-level. Set cache_features=False."
+                )
         self.check()
         self._rows: dict[tuple[str, str], list[dict]] = {}
         self._fingerprint: str | None = None
@@ -99,11 +120,15 @@ class FeatureCache:
     def check(self) -> None:
         trainable = backbone_is_frozen(self.model)
         if trainable:
-            raise MTLError(f"cache_features needs a frozen backbone, but {trainable} are trainable. "
-                           "Call freeze(model, 'backbone') first, or set cache_features=False.")
+            raise MTLError(
+                f"cache_features needs a frozen backbone, but {trainable} are trainable. "
+                "Call freeze(model, 'backbone') first, or set cache_features=False."
+            )
         if getattr(self.model, "dropout_in_frozen", False):
-            raise MTLError("cache_features needs a deterministic backbone, but the model keeps dropout in frozen parts "
-                           "(dropout_in_frozen=True). Build the model without it, or set cache_features=False.")
+            raise MTLError(
+                "cache_features needs a deterministic backbone, but the model keeps dropout in frozen parts "
+                "(dropout_in_frozen=True). Build the model without it, or set cache_features=False."
+            )
 
     def rows(self, task: str, split: str) -> list[dict]:
         key = (task, split)
@@ -116,13 +141,18 @@ class FeatureCache:
                 shared = (self.fingerprint, hash(tuple(tuple(r["input_ids"]) for r in tokens)), self.autocast is None)
                 features = _SHARED.get(shared)
                 if features is None:
-                    collate = make_collator(self.tasks[task], self.tokenized.tokenizer, "longest", self.tokenized.max_length)
+                    collate = make_collator(
+                        self.tasks[task], self.tokenized.tokenizer, "longest", self.tokenized.max_length
+                    )
                     features = embed_rows(self.model, tokens, collate, self.device, self.batch_size, self.autocast)
                     if len(_SHARED) >= _SHARED_LIMIT:
                         _SHARED.pop(next(iter(_SHARED)))
                     _SHARED[shared] = features
                 # the token count stays with each row so that length-grouped batches are the same as without the cache
-                self._rows[key] = [{"features": f, "labels": r["labels"], "length": len(r["input_ids"])} for f, r in zip(features, tokens)]
+                self._rows[key] = [
+                    {"features": f, "labels": r["labels"], "length": len(r["input_ids"])}
+                    for f, r in zip(features, tokens)
+                ]
         return self._rows[key]
 
     def collator(self, task: str):

@@ -1,6 +1,7 @@
 """The book's stored records for a reader outside the checkout (Colab): fetched file by file from the
 repository (index first), every name checked, refreshed at every call; and a reader's own records
 combined with them."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ def _download(url: str) -> bytes:
         return response.read()
 
 
-def stored_records(profile: str, repository_url: str, branch: str = "main", cache: str | os.PathLike | None = None,
-                   fetch=_download) -> tuple[list[RunRecord], str]:
+def stored_records(
+    profile: str, repository_url: str, branch: str = "main", cache: str | os.PathLike | None = None, fetch=_download
+) -> tuple[list[RunRecord], str]:
     """The book's own stored records of `profile`: from the repository checkout when this runs inside
     one, else fetched from the repository on GitHub (index first, then each record) into `cache`.
     Returns the records and where they came from; none (and the reason) when neither is reachable."""
@@ -38,8 +40,10 @@ def stored_records(profile: str, repository_url: str, branch: str = "main", cach
             raise ValueError("the index's records are not a list")
         bad = next((n for n in names if _cached_record_path(folder, n) is None), None)
         if bad is not None:
-            return [], (f"no stored records: the index at {raw} lists {bad!r}, which is not a record name "
-                        "(<scenario>/<file>.json)")
+            return [], (
+                f"no stored records: the index at {raw} lists {bad!r}, which is not a record name "
+                "(<scenario>/<file>.json)"
+            )
         paths = [_cached_record_path(folder, n) for n in names]
         for name, target in zip(names, paths):  # every call: a record the book re-ran replaces the cached copy
             content = fetch(f"{raw}/{name}")
@@ -70,7 +74,10 @@ def collect_records(profile: str, repository_url: str, **filters) -> tuple[list[
     stored runs with the same key), filtered like `load_records`; and a line per source."""
     own = load_records(profile, **filters)
     stored, where = stored_records(profile, repository_url)
-    if stored and results_dir(profile).resolve() == (book_root() or Path("/nonexistent")).resolve() / "results" / profile:
+    if (
+        stored
+        and results_dir(profile).resolve() == (book_root() or Path("/nonexistent")).resolve() / "results" / profile
+    ):
         stored = []  # the reader's results folder is the book's own: nothing to add
     keys = {r.key for r in own}
     filtered = [r for r in stored if r.key not in keys and record_matches(r, **filters)]

@@ -1,4 +1,5 @@
 """Values for the book's {glue} references (myst-nb)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Files that are never half-written: atomic writes, and strict JSON (no NaN, numpy scalars as numbers)."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Leakage between splits: whether a held-out text shares text with training. Texts are compared
 lower-cased with normalised whitespace, as whole words."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -11,8 +12,10 @@ SHARED_TEXT_RULE = (
     "no shared text: after lower-casing and normalising whitespace, no held-out text occurs (as whole "
     f"words) inside a training text, and no training text of {MIN_SHARED_WORDS}+ words occurs inside a held-out text"
 )
-DUPLICATE_RULE = (f"no held-out sentence of {MIN_SHARED_WORDS}+ tokens also occurs in training "
-                  "(tokens joined with spaces, lower-cased)")
+DUPLICATE_RULE = (
+    f"no held-out sentence of {MIN_SHARED_WORDS}+ tokens also occurs in training "
+    "(tokens joined with spaces, lower-cased)"
+)
 
 
 def normalize_text(text: str | Sequence[str]) -> str:
@@ -51,7 +54,9 @@ class Texts:
         return self._padded
 
 
-def heldout_inside(train: Texts, held: Texts, rows: Sequence[int], skip: dict[int, int] | None = None) -> dict[int, set[int]]:
+def heldout_inside(
+    train: Texts, held: Texts, rows: Sequence[int], skip: dict[int, int] | None = None
+) -> dict[int, set[int]]:
     """For each held-out text found as whole words inside (or equal to) a training row: those rows.
 
     Held-out texts of 3+ words are keyed by their first three words, so a training row costs one set
@@ -74,7 +79,7 @@ def heldout_inside(train: Texts, held: Texts, rows: Sequence[int], skip: dict[in
         for p, key in enumerate(windows[i]):
             for j in keyed.get(key, ()):
                 target = held.words[j]
-                if words[i][p:p + len(target)] == target and (skip is None or skip.get(j) != i):
+                if words[i][p : p + len(target)] == target and (skip is None or skip.get(j) != i):
                     found[j].add(i)
     padded = train.padded() if short else []
     for j in short:
@@ -95,13 +100,13 @@ def train_inside(train: Texts, held: Texts, rows: Sequence[int], min_words: int)
     starts: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for j, w in enumerate(held.words):
         for p in range(len(w) - k + 1):
-            starts[" ".join(w[p:p + k])].append((j, p))
+            starts[" ".join(w[p : p + k])].append((j, p))
     hits = set()
     for i in rows:
         words = train.words[i]
         if len(words) >= min_words:
             for j, p in starts.get(" ".join(words[:k]), ()):
-                if held.words[j][p:p + len(words)] == words:
+                if held.words[j][p : p + len(words)] == words:
                     hits.add(i)
                     break
     return hits
@@ -124,23 +129,36 @@ class Overlap:
         return Overlap(containers, self.inside & keep)
 
     def counts(self) -> dict[str, int]:
-        return {"heldout_in_train": len(self.containers), "train_in_heldout": len(self.inside), "train_rows": len(self.rows)}
+        return {
+            "heldout_in_train": len(self.containers),
+            "train_in_heldout": len(self.inside),
+            "train_rows": len(self.rows),
+        }
 
 
-def overlap(train: Texts, held: Texts, rows: Iterable[int] | None = None, exact: bool = False,
-             min_words: int = MIN_SHARED_WORDS) -> Overlap:
+def overlap(
+    train: Texts, held: Texts, rows: Iterable[int] | None = None, exact: bool = False, min_words: int = MIN_SHARED_WORDS
+) -> Overlap:
     rows = range(len(train.words)) if rows is None else sorted(rows)
     if exact:
         by_text: dict[str, set[int]] = defaultdict(set)
         for i in rows:
             by_text[train.text(i)].add(i)
-        containers = {j: by_text[held.text(j)] for j, w in enumerate(held.words) if len(w) >= min_words and held.text(j) in by_text}
+        containers = {
+            j: by_text[held.text(j)]
+            for j, w in enumerate(held.words)
+            if len(w) >= min_words and held.text(j) in by_text
+        }
         return Overlap(containers, set().union(*containers.values()))
     return Overlap(heldout_inside(train, held, rows), train_inside(train, held, rows, min_words))
 
 
-def split_overlap(train_texts: Sequence[str | Sequence[str]], heldout_texts: Sequence[str | Sequence[str]],
-                  min_words: int = MIN_SHARED_WORDS, exact: bool = False) -> dict[str, int]:
+def split_overlap(
+    train_texts: Sequence[str | Sequence[str]],
+    heldout_texts: Sequence[str | Sequence[str]],
+    min_words: int = MIN_SHARED_WORDS,
+    exact: bool = False,
+) -> dict[str, int]:
     """Count violations of the no-shared-text rule between training and held-out texts.
 
     Texts are lower-cased and whitespace-normalised (token lists joined with spaces); containment
@@ -152,8 +170,11 @@ def split_overlap(train_texts: Sequence[str | Sequence[str]], heldout_texts: Seq
     return overlap(Texts(train_texts), Texts(heldout_texts), exact=exact, min_words=min_words).counts()
 
 
-def rows_sharing_text(train_texts: Sequence[str | Sequence[str]], heldout_texts: Sequence[str | Sequence[str]],
-                      min_words: int = MIN_SHARED_WORDS) -> set[int]:
+def rows_sharing_text(
+    train_texts: Sequence[str | Sequence[str]],
+    heldout_texts: Sequence[str | Sequence[str]],
+    min_words: int = MIN_SHARED_WORDS,
+) -> set[int]:
     """Indices of the held-out texts that break the no-shared-text rule against `train_texts`: they
     occur inside (or equal) a training text, or contain a training text of `min_words`+ words."""
     train, held = Texts(train_texts), Texts(heldout_texts)

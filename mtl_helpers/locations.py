@@ -1,5 +1,6 @@
 """Where things live: the book's repository root, the results folder per profile, and paths as a
 reader's message shows them (relative to the book: stored outputs carry no machine paths)."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,10 @@ SCENARIO_NAME = re.compile(r"^[a-z0-9][a-z0-9._+=-]{0,95}$")
 def check_folder_name(kind: str, name: object) -> str:
     """`name` if it is a safe folder name (scenarios and profiles become folders under the results folder)."""
     if not isinstance(name, str) or not SCENARIO_NAME.match(name):
-        raise MTLError(f"{kind} name {name!r} is not allowed: use lower-case letters, digits and . _ + = - "
-                       "(it becomes a folder name under the results folder, so no slashes or '..').")
+        raise MTLError(
+            f"{kind} name {name!r} is not allowed: use lower-case letters, digits and . _ + = - "
+            "(it becomes a folder name under the results folder, so no slashes or '..')."
+        )
     return name
 
 

@@ -1,5 +1,6 @@
 """Run profiles in one place: smoke (CI, seconds), cpu (the stored book, a 2-core machine within an
 hour), gpu (whole training sets, five seeds)."""
+
 from __future__ import annotations
 
 import os
@@ -36,10 +37,14 @@ class Profile:
         if seeds is None:
             return self.seed_list
         seeds = parse_list("seeds", seeds)
-        if (not isinstance(seeds, (list, tuple)) or not seeds
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-            raise ParameterError(f"seeds must be None or a non-empty list of integers >= 0, such as [0, 1, 2], "
-                                 f"got {seeds!r}.")
+        if (
+            not isinstance(seeds, (list, tuple))
+            or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        ):
+            raise ParameterError(
+                f"seeds must be None or a non-empty list of integers >= 0, such as [0, 1, 2], got {seeds!r}."
+            )
         if len(set(seeds)) != len(seeds):
             raise ParameterError(f"seeds must not repeat a seed, got {seeds!r}.")
         return list(seeds)
@@ -51,18 +56,66 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile("smoke", seeds=1, max_train=16, max_eval=16, epochs=1, batch_size=8, eval_batch_size=64,
-                     sweep_train=16, sweep_eval=16, sweep_seeds=1,
-                     sizes={"ablation_train": 8, "low_data": (8,), "curve": (8, 16), "phase2_train": 8, "ner_train": 16,
-                            "sweep_points": 2}),
-    "cpu": Profile("cpu", seeds=3, max_train=250, max_eval=150, epochs=2, batch_size=16, eval_batch_size=128,
-                   sweep_train=100, sweep_eval=100, sweep_seeds=1,
-                   sizes={"ablation_train": 40, "low_data": (50, 125), "curve": (50, 125, 250), "phase2_train": 125,
-                          "ner_train": 250, "sweep_points": 3}),
-    "gpu": Profile("gpu", seeds=5, max_train=None, max_eval=None, epochs=3, batch_size=32, eval_batch_size=256,
-                   sweep_train=4000, sweep_eval=None, sweep_seeds=2,
-                   sizes={"ablation_train": 2000, "low_data": (100, 300, 1000), "curve": (50, 150, 500, 1500, 5000, None),
-                          "phase2_train": None, "ner_train": None, "sweep_points": 4}),
+    "smoke": Profile(
+        "smoke",
+        seeds=1,
+        max_train=16,
+        max_eval=16,
+        epochs=1,
+        batch_size=8,
+        eval_batch_size=64,
+        sweep_train=16,
+        sweep_eval=16,
+        sweep_seeds=1,
+        sizes={
+            "ablation_train": 8,
+            "low_data": (8,),
+            "curve": (8, 16),
+            "phase2_train": 8,
+            "ner_train": 16,
+            "sweep_points": 2,
+        },
+    ),
+    "cpu": Profile(
+        "cpu",
+        seeds=3,
+        max_train=250,
+        max_eval=150,
+        epochs=2,
+        batch_size=16,
+        eval_batch_size=128,
+        sweep_train=100,
+        sweep_eval=100,
+        sweep_seeds=1,
+        sizes={
+            "ablation_train": 40,
+            "low_data": (50, 125),
+            "curve": (50, 125, 250),
+            "phase2_train": 125,
+            "ner_train": 250,
+            "sweep_points": 3,
+        },
+    ),
+    "gpu": Profile(
+        "gpu",
+        seeds=5,
+        max_train=None,
+        max_eval=None,
+        epochs=3,
+        batch_size=32,
+        eval_batch_size=256,
+        sweep_train=4000,
+        sweep_eval=None,
+        sweep_seeds=2,
+        sizes={
+            "ablation_train": 2000,
+            "low_data": (100, 300, 1000),
+            "curve": (50, 150, 500, 1500, 5000, None),
+            "phase2_train": None,
+            "ner_train": None,
+            "sweep_points": 4,
+        },
+    ),
 }
 
 

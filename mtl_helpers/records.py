@@ -1,6 +1,7 @@
 """One record per run (a dataclass), written atomically as strict JSON, keyed by scenario, tasks,
 model, profile and seed; collecting records filters on those keys and refuses to mix tasks or models
 in one table. A record names the examples it was scored on, so runs are compared example by example."""
+
 from __future__ import annotations
 
 import hashlib
@@ -111,11 +112,15 @@ class RunRecord:
 
     def outcome_array(self, task: str, split: str = "validation") -> np.ndarray:
         if split not in self.outcomes:
-            raise MTLError(f"Record {self.scenario!r} (seed {self.seed}) holds no outcomes of {task!r} on {split!r}; "
-                           f"it has outcomes on the splits {sorted(self.outcomes)}.")
+            raise MTLError(
+                f"Record {self.scenario!r} (seed {self.seed}) holds no outcomes of {task!r} on {split!r}; "
+                f"it has outcomes on the splits {sorted(self.outcomes)}."
+            )
         if task not in self.outcomes[split]:
-            raise MTLError(f"Record {self.scenario!r} (seed {self.seed}) holds no outcomes of {task!r} on {split!r}; "
-                           f"it has outcomes of the tasks {sorted(self.outcomes[split])} there.")
+            raise MTLError(
+                f"Record {self.scenario!r} (seed {self.seed}) holds no outcomes of {task!r} on {split!r}; "
+                f"it has outcomes of the tasks {sorted(self.outcomes[split])} there."
+            )
         return decode_outcomes(self.outcomes[split][task])
 
     # -- building
@@ -132,22 +137,42 @@ class RunRecord:
                 inference.append((result.examples, result.seconds))
         examples, seconds = map(sum, zip(*inference)) if inference else (0, 0.0)
         return cls(
-            scenario=scenario, profile=profile, seed=trainer.config.seed, model=model_label(trainer.model),
-            tasks={n: {"level": t.level, "metric": trainer.primary_metrics[n], "sizes": t.sizes()} for n, t in trainer.tasks.items()},
+            scenario=scenario,
+            profile=profile,
+            seed=trainer.config.seed,
+            model=model_label(trainer.model),
+            tasks={
+                n: {"level": t.level, "metric": trainer.primary_metrics[n], "sizes": t.sizes()}
+                for n, t in trainer.tasks.items()
+            },
             device=trainer.device.type,
-            budget={"examples": trainer.examples_seen, "steps": trainer.global_step, "epochs": round(trainer.epochs_done, 4)},
-            trained=dict(trainer.trained_groups), trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-            total_params=sum(p.numel() for p in trainer.model.parameters()), metrics=metrics, outcomes=outcomes,
+            budget={
+                "examples": trainer.examples_seen,
+                "steps": trainer.global_step,
+                "epochs": round(trainer.epochs_done, 4),
+            },
+            trained=dict(trainer.trained_groups),
+            trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+            total_params=sum(p.numel() for p in trainer.model.parameters()),
+            metrics=metrics,
+            outcomes=outcomes,
             train_seconds=round(trainer.train_seconds, 3),
-            train_examples_per_second=round(trainer.examples_seen / trainer.train_seconds, 2) if trainer.train_seconds else None,
+            train_examples_per_second=round(trainer.examples_seen / trainer.train_seconds, 2)
+            if trainer.train_seconds
+            else None,
             inference_examples_per_second=round(examples / seconds, 2) if seconds else None,
-            peak_memory_mb=round(trainer.peak_memory_mb, 1) if trainer.memory_method else None, memory_method=trainer.memory_method,
-            interrupted=trainer.history.ever_interrupted, config=trainer.config_dict(), extra=dict(extra),
+            peak_memory_mb=round(trainer.peak_memory_mb, 1) if trainer.memory_method else None,
+            memory_method=trainer.memory_method,
+            interrupted=trainer.history.ever_interrupted,
+            config=trainer.config_dict(),
+            extra=dict(extra),
             examples=examples_scored,
         )
 
     @classmethod
-    def from_outcomes(cls, scenario: str, profile: str, seed: int, model: str, tasks: dict, results: dict, **fields_) -> "RunRecord":
+    def from_outcomes(
+        cls, scenario: str, profile: str, seed: int, model: str, tasks: dict, results: dict, **fields_
+    ) -> "RunRecord":
         """A record for a method without a Trainer (e.g. a nearest-centroid classifier): `results` maps
         split -> task -> TaskEvaluation, each with one outcome per row of that task's split, in row order."""
         examples_scored = {}
@@ -155,15 +180,28 @@ class RunRecord:
             for name, result in per.items():
                 rows = split_rows(tasks[name], split)
                 if len(result.outcomes) != len(rows):
-                    raise MTLError(f"from_outcomes: {len(result.outcomes)} outcomes of {name!r} on {split!r}, but the "
-                                   f"split has {len(rows)} rows; give one outcome per row, in the split's row order.")
+                    raise MTLError(
+                        f"from_outcomes: {len(result.outcomes)} outcomes of {name!r} on {split!r}, but the "
+                        f"split has {len(rows)} rows; give one outcome per row, in the split's row order."
+                    )
                 examples_scored.setdefault(split, {})[name] = examples_digest(rows)
         return cls(
-            scenario=scenario, profile=profile, seed=seed, model=model,
-            tasks={n: {"level": t.level, "metric": "accuracy" if t.level == "sentence" else "entity_f1", "sizes": t.sizes()} for n, t in tasks.items()},
+            scenario=scenario,
+            profile=profile,
+            seed=seed,
+            model=model,
+            tasks={
+                n: {
+                    "level": t.level,
+                    "metric": "accuracy" if t.level == "sentence" else "entity_f1",
+                    "sizes": t.sizes(),
+                }
+                for n, t in tasks.items()
+            },
             metrics={s: {t: r.metrics for t, r in per.items()} for s, per in results.items()},
             outcomes={s: {t: encode_outcomes(r.outcomes) for t, r in per.items()} for s, per in results.items()},
-            examples=examples_scored, **fields_,
+            examples=examples_scored,
+            **fields_,
         )
 
     def to_json(self) -> dict:
@@ -182,9 +220,23 @@ class RunRecord:
 
 
 # The main fields of a record file and the JSON types they must have (a file of another shape is corrupt).
-_FIELD_TYPES = {"scenario": str, "profile": str, "seed": int, "model": str, "tasks": dict, "device": str,
-                "budget": dict, "trained": dict, "metrics": dict, "outcomes": dict, "examples": dict,
-                "interrupted": bool, "config": dict, "extra": dict, "schema": int}
+_FIELD_TYPES = {
+    "scenario": str,
+    "profile": str,
+    "seed": int,
+    "model": str,
+    "tasks": dict,
+    "device": str,
+    "budget": dict,
+    "trained": dict,
+    "metrics": dict,
+    "outcomes": dict,
+    "examples": dict,
+    "interrupted": bool,
+    "config": dict,
+    "extra": dict,
+    "schema": int,
+}
 
 
 def _check_record_types(data: object) -> None:
@@ -219,15 +271,19 @@ def save_record(record: RunRecord, root: str | os.PathLike | None = None, replac
     if path.exists():
         stored = read_record(path)
         if stored.key != record.key:
-            raise MTLError(f"The record file {shown_path(path)} holds another run ({stored.key}), not {record.key}; "
-                           "it is left as it is. Move it away or delete it, then save again.")
+            raise MTLError(
+                f"The record file {shown_path(path)} holds another run ({stored.key}), not {record.key}; "
+                "it is left as it is. Move it away or delete it, then save again."
+            )
         replace = replace or os.environ.get(REPLACE_ENV) == "1"
         if not replace and is_book_results(base) and stored.extra.get("spec_hash") != record.extra.get("spec_hash"):
-            raise MTLError(f"{shown_path(path)} is the book's stored run of {record.scenario!r} (seed {record.seed}), "
-                           f"made with another spec ({stored.extra.get('spec_hash')} vs "
-                           f"{record.extra.get('spec_hash')}); it is not replaced. For your own runs set "
-                           "MTL_RESULTS_DIR to a folder of your own; to regenerate the book's records run "
-                           f"`make notebooks` (or save_record(..., replace=True), or {REPLACE_ENV}=1).")
+            raise MTLError(
+                f"{shown_path(path)} is the book's stored run of {record.scenario!r} (seed {record.seed}), "
+                f"made with another spec ({stored.extra.get('spec_hash')} vs "
+                f"{record.extra.get('spec_hash')}); it is not replaced. For your own runs set "
+                "MTL_RESULTS_DIR to a folder of your own; to regenerate the book's records run "
+                f"`make notebooks` (or save_record(..., replace=True), or {REPLACE_ENV}=1)."
+            )
     path = write_json_atomic(path, record.to_json())
     write_index(root)
     return path
@@ -243,12 +299,20 @@ def read_record(path: Path) -> RunRecord:
         data = json.loads(path.read_text(encoding="utf-8"))
         return RunRecord.from_json(data)
     except (json.JSONDecodeError, TypeError, ValueError, UnicodeDecodeError, MTLError) as err:
-        raise MTLError(f"The result record {path} is corrupt ({type(err).__name__}: {err}). Delete it and re-run the "
-                       "notebook that wrote it.") from err
+        raise MTLError(
+            f"The result record {path} is corrupt ({type(err).__name__}: {err}). Delete it and re-run the "
+            "notebook that wrote it."
+        ) from err
 
 
-def load_records(profile: str, scenario: str | None = None, tasks: list[str] | None = None, model: str | None = None,
-                 seeds: list[int] | None = None, root: str | os.PathLike | None = None) -> list[RunRecord]:
+def load_records(
+    profile: str,
+    scenario: str | None = None,
+    tasks: list[str] | None = None,
+    model: str | None = None,
+    seeds: list[int] | None = None,
+    root: str | os.PathLike | None = None,
+) -> list[RunRecord]:
     """Records of one profile, filtered by scenario, tasks, model and seeds, in (scenario, tasks, model,
     seed) order (seed 2 before seed 10); other schemas are skipped."""
     root = (Path(root) if root is not None else results_root()) / check_folder_name("Profile", profile)
@@ -267,11 +331,15 @@ def check_comparable(records: list[RunRecord]) -> None:
     tasks = sorted({r.task_key for r in records})
     models = sorted({r.model for r in records})
     if len(tasks) > 1:
-        raise MTLError(f"These records were trained on different tasks ({', '.join(tasks)}); compare one task set at a time "
-                       "(filter with load_records(..., tasks=[...])).")
+        raise MTLError(
+            f"These records were trained on different tasks ({', '.join(tasks)}); compare one task set at a time "
+            "(filter with load_records(..., tasks=[...]))."
+        )
     if len(models) > 1:
-        raise MTLError(f"These records come from different models ({', '.join(models)}); compare one model at a time "
-                       "(filter with load_records(..., model=...)).")
+        raise MTLError(
+            f"These records come from different models ({', '.join(models)}); compare one model at a time "
+            "(filter with load_records(..., model=...))."
+        )
 
 
 def records_frame(records: list[RunRecord], split: str = "validation") -> pd.DataFrame:
@@ -279,10 +347,18 @@ def records_frame(records: list[RunRecord], split: str = "validation") -> pd.Dat
     check_comparable(records)
     rows = []
     for r in records:
-        row = {"scenario": r.scenario, "seed": r.seed, "trained groups": len(r.trained), "trainable params": r.trainable_params,
-               "train examples": r.budget.get("examples", 0), "train seconds": r.train_seconds,
-               "train examples/s": r.train_examples_per_second, "inference examples/s": r.inference_examples_per_second,
-               "peak memory MB": r.peak_memory_mb, "interrupted": r.interrupted}
+        row = {
+            "scenario": r.scenario,
+            "seed": r.seed,
+            "trained groups": len(r.trained),
+            "trainable params": r.trainable_params,
+            "train examples": r.budget.get("examples", 0),
+            "train seconds": r.train_seconds,
+            "train examples/s": r.train_examples_per_second,
+            "inference examples/s": r.inference_examples_per_second,
+            "peak memory MB": r.peak_memory_mb,
+            "interrupted": r.interrupted,
+        }
         for task in r.tasks:
             row[task] = r.metric(task, split)
         rows.append(row)
@@ -290,5 +366,9 @@ def records_frame(records: list[RunRecord], split: str = "validation") -> pd.Dat
 
 
 def record_matches(record: RunRecord, scenario=None, tasks=None, model=None, seeds=None) -> bool:
-    return ((scenario is None or record.scenario == scenario) and (tasks is None or record.task_key == "+".join(sorted(tasks)))
-            and (model is None or record.model == model) and (seeds is None or record.seed in seeds))
+    return (
+        (scenario is None or record.scenario == scenario)
+        and (tasks is None or record.task_key == "+".join(sorted(tasks)))
+        and (model is None or record.model == model)
+        and (seeds is None or record.seed in seeds)
+    )

@@ -1,5 +1,6 @@
 """Forming a task's fixed splits from its source files: held-out rows drawn once (SPLIT_SEED),
 training rows that share text with a held-out split dropped, and a report of what was done."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,8 +64,14 @@ def form_splits(spec: TaskSpec, raw: dict[str, list[dict]]) -> tuple[dict[str, l
     return {s: splits[s] for s in SPLITS}, report
 
 
-def _split_report(spec: TaskSpec, n_source: int, splits: dict[str, list[dict]], before: dict[str, Overlap],
-                  after: dict[str, Overlap], candidates: int) -> dict:
+def _split_report(
+    spec: TaskSpec,
+    n_source: int,
+    splits: dict[str, list[dict]],
+    before: dict[str, Overlap],
+    after: dict[str, Overlap],
+    candidates: int,
+) -> dict:
     """Per held-out split: its rows, where they came from, the training rows dropped because of it and
     the rule's violations before and after pruning (after must be all zeros)."""
     n_held_out = sum(len(splits[s]) for s, src in spec.files.items() if src is None)
@@ -99,7 +106,9 @@ def _describe(spec: TaskSpec, report: dict, candidates: int) -> str:
         )
     else:
         how = "Validation and test: the official splits, unchanged."
-    what = "duplicated a held-out sentence of 3+ tokens" if spec.level == "token" else "shared text with a held-out split"
+    what = (
+        "duplicated a held-out sentence of 3+ tokens" if spec.level == "token" else "shared text with a held-out split"
+    )
     return (
         f"{how} Dropped from train: {report['dropped_from_train']} of {report['train_source_rows']} rows that {what} "
         f"({dropped['validation']} because of validation, {dropped['test']} because of test; a row can count for both)."

@@ -6,6 +6,7 @@ file that exists, and each #anchor at an id (or name) in the page it points to.
 External links (with a scheme, or starting with //) are left to Sphinx's linkcheck builder.
 Prints one line per broken link and exits 1 when there is any.
 """
+
 from __future__ import annotations
 
 import sys

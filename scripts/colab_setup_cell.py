@@ -17,6 +17,7 @@ The cell is tagged `remove-cell`: on the book's pages it would only be an empty,
 block before the chapter starts (it has no output and does nothing there), while Colab ignores
 the tag, so a Colab reader sees it as the first code cell, with the URL to edit at its top.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ TAG = "remove-cell"
 MARKER = 'importlib.util.find_spec("mtl_helpers") is None'  # how a setup cell is recognised
 INDEX = 1  # after the chapter's title cell, before the imports
 
-TEMPLATE = '''\
+TEMPLATE = """\
 # Colab: install the book's package (mtl_helpers) and its offline model. Where it is installed, this does nothing.
 REPO_URL = "{url}"  # the book's repository (or your fork of it)
 import importlib.metadata, importlib.util, os, re, subprocess, sys, tempfile
@@ -54,7 +55,7 @@ if {marker}:
     importlib.invalidate_caches()
     if pip.returncode != 0:
         print(f"Could not install mtl_helpers from {{REPO_URL}}: set REPO_URL at the top of this cell "
-              f"to the book's repository and run it again (pip's messages: {{log}}).")'''
+              f"to the book's repository and run it again (pip's messages: {{log}}).")"""
 
 
 def repository_url(root: Path = ROOT) -> str:

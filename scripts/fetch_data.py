@@ -9,6 +9,7 @@ Each task is then loaded back from DIR as a check. Afterwards point MTL_DATA_DIR
 cache DIR between runs. With MTL_HUB_MIRROR=<folder> the files are read from a local folder in the
 hub's layout (<repo>@<revision>/<file>.parquet) instead of the hub.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mtl_helpers.loading import hub_dataset, hub_label_names, load_task  # noqa: E402
+from mtl_helpers.loading import load_task  # noqa: E402
+from mtl_helpers.sources import hub_dataset, hub_label_names  # noqa: E402
 from mtl_helpers.tasks import TASKS, TaskSpec  # noqa: E402
 from mtl_helpers.errors import DataError  # noqa: E402
 
@@ -46,8 +48,10 @@ def write_task(spec: TaskSpec, target: Path) -> dict[str, int]:
         split = dataset[source]
         names = hub_label_names(spec, split.features)
         if names is not None and names != list(spec.label_names):
-            raise DataError(f"{spec.hub_id} {source}: the files name the {spec.label_field} ids {names}, the registry "
-                            f"{list(spec.label_names)}. Fix label_names in TASKS[{spec.name!r}].")
+            raise DataError(
+                f"{spec.hub_id} {source}: the files name the {spec.label_field} ids {names}, the registry "
+                f"{list(spec.label_names)}. Fix label_names in TASKS[{spec.name!r}]."
+            )
         features.update(class_names(split.features))
         rows = split.to_list()
         with open(partial / f"{source}.jsonl", "w", encoding="utf-8") as handle:
@@ -64,7 +68,9 @@ def write_task(spec: TaskSpec, target: Path) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", type=Path, help="folder to write <task>/<split>.jsonl into (created if missing)")
-    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS), help="tasks to fetch (default: all)")
+    parser.add_argument(
+        "--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS), help="tasks to fetch (default: all)"
+    )
     args = parser.parse_args(argv)
     args.target.mkdir(parents=True, exist_ok=True)
     for name in args.tasks:

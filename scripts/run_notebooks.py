@@ -12,6 +12,7 @@ the run stay recorded in the notebook's metadata (papermill.parameters). nbval's
 (`# NBVAL_CHECK_OUTPUT` ...), which would show on the rendered page, become the equivalent cell
 tags (`nbval-check-output` ...), which nbval reads as well and the page does not show.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -114,8 +115,14 @@ def prepare_notebooks(names: list[str], out: Path, parameters: dict) -> list[Pat
     prepared = []
     for name in names:
         source = Path("notebooks") / Path(name).name
-        papermill.execute_notebook(str(source), str(out / source.name), parameters=parameters, prepare_only=True,
-                                   progress_bar=False, kernel_name="python3")
+        papermill.execute_notebook(
+            str(source),
+            str(out / source.name),
+            parameters=parameters,
+            prepare_only=True,
+            progress_bar=False,
+            kernel_name="python3",
+        )
         prepared.append(out / source.name)
     return prepared
 
@@ -125,12 +132,21 @@ def main() -> int:
     parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
     parser.add_argument("--out", type=Path, help="write executed copies here instead of in place")
     parser.add_argument("--times", type=Path, help="write wall times per notebook (JSON) here")
-    parser.add_argument("--strip-only", action="store_true",
-                        help="only clean the stored notebooks (progress-bar frames, injected-parameters cells), run nothing")
-    parser.add_argument("--prepare-only", action="store_true",
-                        help="only write copies with the parameters injected into --out (no kernel runs), for nbval")
-    parser.add_argument("--fresh", action="store_true",
-                        help="delete this profile's stored run records first, so every run is trained again (no reuse)")
+    parser.add_argument(
+        "--strip-only",
+        action="store_true",
+        help="only clean the stored notebooks (progress-bar frames, injected-parameters cells), run nothing",
+    )
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="only write copies with the parameters injected into --out (no kernel runs), for nbval",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete this profile's stored run records first, so every run is trained again (no reuse)",
+    )
     parser.add_argument("notebooks", nargs="*", help="notebook names (default: all in notebooks/)")
     args = parser.parse_args()
     os.chdir(ROOT)  # relative paths keep machine paths out of papermill's metadata
@@ -164,8 +180,12 @@ def main() -> int:
         started = time.perf_counter()
         print(f"[{args.profile}] {source} ...", flush=True)
         papermill.execute_notebook(
-            str(source), str(target), parameters={"profile": args.profile},
-            cwd="notebooks", progress_bar=False, kernel_name="python3",
+            str(source),
+            str(target),
+            parameters={"profile": args.profile},
+            cwd="notebooks",
+            progress_bar=False,
+            kernel_name="python3",
         )
         times[source.name] = round(time.perf_counter() - started, 1)
         clean_notebook(target)

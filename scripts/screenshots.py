@@ -8,6 +8,7 @@ same options as tests/test_book.py (nothing fetched from the network), and saves
 at. Also prints, per page and width, what overflows the page horizontally. Chromium and
 chromedriver come from MTL_CHROMIUM / MTL_CHROMEDRIVER, else from PATH (Debian's chromium).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,14 +65,27 @@ def browser(width: int):
     chromium = os.environ.get("MTL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = os.environ.get("MTL_CHROMEDRIVER") or shutil.which("chromedriver")
     if not chromium or not driver_path:
-        sys.exit("Chromium or chromedriver not found: bash scripts/ensure_chromium.sh, or set MTL_CHROMIUM/MTL_CHROMEDRIVER")
+        sys.exit(
+            "Chromium or chromedriver not found: bash scripts/ensure_chromium.sh, or set MTL_CHROMIUM/MTL_CHROMEDRIVER"
+        )
     profile = tempfile.mkdtemp(prefix="book-screenshots-")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--hide-scrollbars", f"--window-size={width},900",
-                f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        f"--window-size={width},900",
+        f"--user-data-dir={profile}",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
     driver.set_page_load_timeout(60)
@@ -107,8 +121,9 @@ def shoot(driver, url: str, out: Path, width: int) -> dict:
     metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
     size = metrics.get("cssContentSize") or metrics["contentSize"]
     clip = {"x": 0, "y": 0, "width": width, "height": size["height"], "scale": 1}
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot",
-                                  {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(base64.b64decode(shot["data"]))
     return overflow
@@ -135,7 +150,8 @@ def main() -> int:
                 note = ""
                 if overflow["scrollWidth"] > overflow["clientWidth"] + 1:
                     problems += 1
-                    note = f"  page overflows: {overflow['scrollWidth']} > {overflow['clientWidth']} px ({', '.join(overflow['wide'])})"
+                    wide = ", ".join(overflow["wide"])
+                    note = f"  page overflows: {overflow['scrollWidth']} > {overflow['clientWidth']} px ({wide})"
                 print(f"{width:>5} px  {page:<40} {target}{note}")
         finally:
             driver.quit()

@@ -1,4 +1,5 @@
 """Shared fixtures: offline settings, the real data, and tiny random encoders built from configs."""
+
 from __future__ import annotations
 
 import os
@@ -56,8 +57,12 @@ def sst2():
 def tiny_bert(layers: int = 3, hidden: int = 32, seed: int = 0) -> BertModel:
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=2 * hidden, max_position_embeddings=128,
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
     )
     return BertModel(config)
 

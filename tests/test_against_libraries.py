@@ -3,6 +3,7 @@
 Entity F1 from per-sentence counts against seqeval; the noise rule's interval (one seed per arm) against
 scipy's paired percentile bootstrap; the benchmark's analytic FLOPs against torch's FLOP counter.
 """
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -33,10 +34,10 @@ def perturbed_tags(gold: list[str], rng: np.random.Generator, strength: float) -
     for entity_type, start, end in get_entities(gold):
         roll = rng.random()
         if roll < strength:  # missed entity
-            pred[start:end + 1] = ["O"] * (end + 1 - start)
+            pred[start : end + 1] = ["O"] * (end + 1 - start)
         elif roll < 2 * strength:  # right span, wrong type
             other = rng.choice([t for t in ENTITY_TYPES if t != entity_type])
-            pred[start:end + 1] = [f"B-{other}"] + [f"I-{other}"] * (end - start)
+            pred[start : end + 1] = [f"B-{other}"] + [f"I-{other}"] * (end - start)
         elif roll < 3 * strength and end > start:  # boundary: the last token cut off
             pred[end] = "O"
         elif roll < 3 * strength and end + 1 < len(gold) and gold[end + 1] == "O":  # boundary: one token too many
@@ -94,18 +95,30 @@ def test_entity_f1_under_resampling_weights_equals_seqeval_on_the_resampled_sent
 
 def one_seed_arm(name: str, task: str, level: str, outcomes: np.ndarray) -> list[RunRecord]:
     """A one-run arm built through the public helpers, as a notebook builds a record without a Trainer."""
-    metric = {"accuracy": float(outcomes.mean())} if level == "sentence" else {
-        "entity_f1": float(metric_from_outcomes("token", outcomes))}
+    metric = (
+        {"accuracy": float(outcomes.mean())}
+        if level == "sentence"
+        else {"entity_f1": float(metric_from_outcomes("token", outcomes))}
+    )
     evaluation = TaskEvaluation(task, "validation", level, metric, outcomes, 0.0)
     rows = [{"text": f"example {i}", "label": 0} for i in range(len(outcomes))]  # both arms: the same examples
-    task_data = SimpleNamespace(name=task, level=level, splits={"validation": rows},
-                                sizes=lambda: {"validation": len(outcomes)})
+    task_data = SimpleNamespace(
+        name=task, level=level, splits={"validation": rows}, sizes=lambda: {"validation": len(outcomes)}
+    )
     return [RunRecord.from_outcomes(name, "cpu", 0, "m", {task: task_data}, {"validation": {task: evaluation}})]
 
 
 def scipy_interval(samples: tuple[np.ndarray, ...], statistic) -> tuple[float, float]:
-    result = scipy.stats.bootstrap(samples, statistic, paired=True, vectorized=True, method="percentile",
-                                   n_resamples=20000, confidence_level=0.95, random_state=np.random.default_rng(11))
+    result = scipy.stats.bootstrap(
+        samples,
+        statistic,
+        paired=True,
+        vectorized=True,
+        method="percentile",
+        n_resamples=20000,
+        confidence_level=0.95,
+        random_state=np.random.default_rng(11),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -127,11 +140,14 @@ def test_one_seed_entity_f1_interval_agrees_with_scipy_paired_percentile_bootstr
     out_a, out_b = package_outcomes(gold, light), package_outcomes(gold, heavy)
 
     def f1_difference(tp_a, fp_a, fn_a, tp_b, fp_b, fn_b, axis):
-        f1 = lambda tp, fp, fn: 2 * tp.sum(axis) / (2 * tp.sum(axis) + fp.sum(axis) + fn.sum(axis))  # noqa: E731
+        def f1(tp, fp, fn):
+            return 2 * tp.sum(axis) / (2 * tp.sum(axis) + fp.sum(axis) + fn.sum(axis))
+
         return f1(tp_a, fp_a, fn_a) - f1(tp_b, fp_b, fn_b)
 
-    ours = compare(one_seed_arm("light", "ner", "token", out_a), one_seed_arm("heavy", "ner", "token", out_b),
-                   n_boot=20000)
+    ours = compare(
+        one_seed_arm("light", "ner", "token", out_a), one_seed_arm("heavy", "ner", "token", out_b), n_boot=20000
+    )
     low, high = scipy_interval((*out_a.T, *out_b.T), f1_difference)
     assert ours.paired and ours.metric == "entity_f1"
     assert ours.effect == pytest.approx(f1_difference(*out_a.T, *out_b.T, axis=-1), abs=1e-12)
@@ -161,8 +177,10 @@ def counted_flops(trainable_layers: int, backward: bool = True) -> tuple[float, 
     if trainable_layers < LAYERS:
         freeze(model, *frozen)
     generator = torch.Generator().manual_seed(0)
-    batch = {"input_ids": torch.randint(1000, 2000, (BATCH, LENGTH), generator=generator),
-             "attention_mask": torch.ones(BATCH, LENGTH, dtype=torch.long)}
+    batch = {
+        "input_ids": torch.randint(1000, 2000, (BATCH, LENGTH), generator=generator),
+        "attention_mask": torch.ones(BATCH, LENGTH, dtype=torch.long),
+    }
     with FlopCounterMode(display=False) as counter:
         if backward:
             model("a", batch).sum().backward()

@@ -1,4 +1,5 @@
 """From rows to batches: first-sub-token labels, dynamic padding, task schedules, the multi-task stream."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -44,7 +45,10 @@ def test_task_schedules():
 
 
 def test_the_stream_restarts_a_task_that_runs_out_and_covers_each_epoch():
-    loaders = {"a": make_loader(list(range(6)), lambda b: b, 2, shuffle=True), "b": make_loader(list(range(2)), lambda b: b, 2, shuffle=True)}
+    loaders = {
+        "a": make_loader(list(range(6)), lambda b: b, 2, shuffle=True),
+        "b": make_loader(list(range(2)), lambda b: b, 2, shuffle=True),
+    }
     stream = multitask_stream(loaders, "round_robin")
     tasks = [next(stream)[0] for _ in range(8)]
     assert Counter(tasks) == {"a": 4, "b": 4}  # b's single batch is drawn again and again

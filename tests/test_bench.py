@@ -2,6 +2,7 @@
 
 No timing assertions: the quick suite runs on a tiny random model and only its shape is checked.
 """
+
 from __future__ import annotations
 
 import ast
@@ -61,7 +62,10 @@ def private_uses(source: str) -> list[str]:
     """Underscore names a benchmark file reaches into: `x._name` on anything but its own `self`/`cls`,
     and `_name` imported from mtl_helpers (dunders such as __doc__ are public)."""
     found = []
-    private = lambda name: name.startswith("_") and not (name.startswith("__") and name.endswith("__"))  # noqa: E731
+
+    def private(name):
+        return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Attribute) and private(node.attr):
             if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
@@ -70,8 +74,11 @@ def private_uses(source: str) -> list[str]:
             found += [f"line {node.lineno}: {node.module}.{a.name}" for a in node.names if private(a.name)]
             found += [f"line {node.lineno}: {node.module}" for part in node.module.split(".") if private(part)]
         elif isinstance(node, ast.Import):
-            found += [f"line {node.lineno}: {a.name}" for a in node.names
-                      if a.name.split(".")[0] == "mtl_helpers" and any(private(p) for p in a.name.split("."))]
+            found += [
+                f"line {node.lineno}: {a.name}"
+                for a in node.names
+                if a.name.split(".")[0] == "mtl_helpers" and any(private(p) for p in a.name.split("."))
+            ]
     return found
 
 
@@ -91,14 +98,32 @@ def test_the_private_name_check_catches_what_it_should():
 
 
 def _fake_report(**over) -> dict:
-    scen = lambda eps, sps, fps: {"examples_per_s": eps, "seconds_per_step": sps, "flops_per_s": fps, "epoch_seconds": 100 / eps,  # noqa: E731
-                                  "trainable_params": 10, "peak_rss_mb": 1.0, "rss_growth_mb": 0.0, "mean_padded_len": 20.0}
+    def scen(eps, sps, fps):
+        return {
+            "examples_per_s": eps,
+            "seconds_per_step": sps,
+            "flops_per_s": fps,
+            "epoch_seconds": 100 / eps,
+            "trainable_params": 10,
+            "peak_rss_mb": 1.0,
+            "rss_growth_mb": 0.0,
+            "mean_padded_len": 20.0,
+        }
+
     report = {
         "meta": {"batch_size": 32},
         "reference": {"fp32": {"best": 100e9, "by_size": {"1024": 100e9}}},
-        "scenarios": {"full": scen(100, 0.3, 50e9), "top2": scen(250, 0.1, 40e9), "heads_recompute": scen(400, 0.08, 30e9),
-                      "heads_cached": scen(40000, 0.001, 1e6)},
-        "padding": {"dynamic": scen(100, 0.3, 50e9), "max_length": scen(20, 1.5, 60e9), "stats": {"dynamic": {"useful_fraction": 0.6}}},
+        "scenarios": {
+            "full": scen(100, 0.3, 50e9),
+            "top2": scen(250, 0.1, 40e9),
+            "heads_recompute": scen(400, 0.08, 30e9),
+            "heads_cached": scen(40000, 0.001, 1e6),
+        },
+        "padding": {
+            "dynamic": scen(100, 0.3, 50e9),
+            "max_length": scen(20, 1.5, 60e9),
+            "stats": {"dynamic": {"useful_fraction": 0.6}},
+        },
         "hf_trainer": {"ours": {"examples_per_s": 100}, "hf": {"examples_per_s": 90}},
         "book": {"cpu": {"total_seconds": 1000}, "smoke": {"total_seconds": None}},
         "gpu": fake_gpu("cpu"),
@@ -112,31 +137,78 @@ def fake_gpu(device: str, ours=(1000, 1800, 4000, 7000), hf=(700, 1200, 3000, 50
     rows, i = [], 0
     for bs in (32, 256):
         for precision in ("fp32", "bf16"):
-            o = {"examples_per_s": ours[i], "mean_padded_len": 30.0, "flops_per_s": 1e12, "epoch_seconds": 1.0, "peak_memory_mb": 900.0}
+            o = {
+                "examples_per_s": ours[i],
+                "mean_padded_len": 30.0,
+                "flops_per_s": 1e12,
+                "epoch_seconds": 1.0,
+                "peak_memory_mb": 900.0,
+            }
             h = {"examples_per_s": hf[i], "mean_padded_len": 30.0, "epoch_seconds": 1.2}
             rows.append({"batch_size": bs, "precision": precision, "ours": o, "hf": h, "ratio": ours[i] / hf[i]})
             i += 1
-    return {"meta": {"device_type": device, "device_name": "NVIDIA H100 80GB HBM3" if device == "cuda" else "Some CPU (CPU, 2 torch threads)",
-                     "batch_sizes": [32, 256], "n_train": 16000, "model": "minilm", "warmup_steps": 5, "mode": "full",
-                     "options": {"sync_every": 50, "tf32": device == "cuda", "compile": False, "bucket": True}},
-            "rows": rows, "reference": {"bf16": {"best": 5e14}, "fp32": {"best": 2e14}},
-            "mfu": {"batch_size": 256, "precision": "bf16", "flops_per_s": mfu * 5e14, "matmul_bf16_best": 5e14, "fraction": mfu},
-            "ablations": [{"option": "sync_every", "change": "sync_every=1", "precision": "bf16", "batch_size": 256,
-                           "examples_per_s": 5000, "baseline_examples_per_s": 7000, "speedup_of_option": 1.4}],
-            "profile": {"batch_size": 256, "precision": "bf16", "phase_seconds": {"data": 0.002, "forward": 0.01},
-                        "device_phase_seconds": {"data": 0.0001, "forward": 0.009}, "host_step_seconds": 0.012,
-                        "device_step_seconds": 0.0091, "device_busy_fraction": 0.55, "top_ops": [
-                            {"op": "aten::mm", "self_ms_per_step": 3.0, "share": 0.3, "calls_per_step": 40}],
-                        "top_kernels": [{"kernel": "void cutlass::Kernel2<cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_32x6_tn_align8>(T1::Params)",
-                                         "self_ms_per_step": 2.0, "share": 0.2, "calls_per_step": 12}]},
-            "why": {"sync_every": "fewer host reads (--device cuda)"}}
+    return {
+        "meta": {
+            "device_type": device,
+            "device_name": "NVIDIA H100 80GB HBM3" if device == "cuda" else "Some CPU (CPU, 2 torch threads)",
+            "batch_sizes": [32, 256],
+            "n_train": 16000,
+            "model": "minilm",
+            "warmup_steps": 5,
+            "mode": "full",
+            "options": {"sync_every": 50, "tf32": device == "cuda", "compile": False, "bucket": True},
+        },
+        "rows": rows,
+        "reference": {"bf16": {"best": 5e14}, "fp32": {"best": 2e14}},
+        "mfu": {
+            "batch_size": 256,
+            "precision": "bf16",
+            "flops_per_s": mfu * 5e14,
+            "matmul_bf16_best": 5e14,
+            "fraction": mfu,
+        },
+        "ablations": [
+            {
+                "option": "sync_every",
+                "change": "sync_every=1",
+                "precision": "bf16",
+                "batch_size": 256,
+                "examples_per_s": 5000,
+                "baseline_examples_per_s": 7000,
+                "speedup_of_option": 1.4,
+            }
+        ],
+        "profile": {
+            "batch_size": 256,
+            "precision": "bf16",
+            "phase_seconds": {"data": 0.002, "forward": 0.01},
+            "device_phase_seconds": {"data": 0.0001, "forward": 0.009},
+            "host_step_seconds": 0.012,
+            "device_step_seconds": 0.0091,
+            "device_busy_fraction": 0.55,
+            "top_ops": [{"op": "aten::mm", "self_ms_per_step": 3.0, "share": 0.3, "calls_per_step": 40}],
+            "top_kernels": [
+                {
+                    "kernel": "void "
+                    "cutlass::Kernel2<cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_32x6_tn_align8>(T1::Params)",
+                    "self_ms_per_step": 2.0,
+                    "share": 0.2,
+                    "calls_per_step": 12,
+                }
+            ],
+        },
+        "why": {"sync_every": "fewer host reads (--device cuda)"},
+    }
 
 
 def test_targets_pass_miss_and_not_measured():
     rows = {r["target"]: r for r in evaluate_targets(_fake_report())}
     status = [r["status"] for r in rows.values()]
     assert len(rows) == len(TARGETS) == 10 and set(status) <= {"PASS", "MISS", "N/A"}
-    by = lambda word: next(r for t, r in rows.items() if word in t)  # noqa: E731
+
+    def by(word):
+        return next(r for t, r in rows.items() if word in t)
+
     assert by("cached")["status"] == "PASS"  # 400 -> 40000 examples/s: 100x
     assert by("dynamic")["status"] == "PASS"
     assert by("top 2")["status"] == "PASS"
@@ -158,23 +230,36 @@ def test_gpu_targets_are_not_applicable_without_a_gpu():
 
 def test_gpu_targets_on_a_gpu_pass_or_say_by_how_much_and_why():
     rows = {r["target"]: r for r in evaluate_targets(_fake_report(gpu=fake_gpu("cuda")))}
-    by = lambda word: next(r for t, r in rows.items() if t.startswith("GPU") and word in t)  # noqa: E731
+
+    def by(word):
+        return next(r for t, r in rows.items() if t.startswith("GPU") and word in t)
+
     assert by("bf16 vs fp32")["status"] == "PASS"  # 7000 / 4000 = 1.75x
     assert by("Hugging Face")["status"] == "PASS"  # lowest 1.33x
     assert by("matmul")["status"] == "PASS" and by("matmul")["measured"].startswith("20.0%")
     slow = fake_gpu("cuda", ours=(1000, 1800, 4000, 5000), hf=(700, 1700, 3000, 4500), mfu=0.04)
     rows = {r["target"]: r for r in evaluate_targets(_fake_report(gpu=slow))}
-    assert by("bf16 vs fp32")["status"] == "MISS" and "1.25x" in by("bf16 vs fp32")["why"] and "0.25x short" in by("bf16 vs fp32")["why"]
+    assert (
+        by("bf16 vs fp32")["status"] == "MISS"
+        and "1.25x" in by("bf16 vs fp32")["why"]
+        and "0.25x short" in by("bf16 vs fp32")["why"]
+    )
     hf = by("Hugging Face")
     assert hf["status"] == "MISS" and "batch 32 bf16: 1.06x (0.14x short)" in hf["why"] and "host-bound" in hf["why"]
     assert "batch 32 fp32" not in hf["why"]  # 1.43x: not short
-    assert by("matmul")["status"] == "MISS" and "6.0 percentage points short" in by("matmul")["why"] and "busy 55%" in by("matmul")["why"]
+    assert (
+        by("matmul")["status"] == "MISS"
+        and "6.0 percentage points short" in by("matmul")["why"]
+        and "busy 55%" in by("matmul")["why"]
+    )
 
 
 def _check_markdown(text: str, folder: Path, prefix: str) -> None:
     lines = text.splitlines()
-    headings = [l for l in lines if l.startswith("#")]
-    assert headings and all(re.match(r"^# \S", h) for h in headings), "top-level headings only (included with heading-offset 1)"
+    headings = [entry for entry in lines if entry.startswith("#")]
+    assert headings and all(re.match(r"^# \S", h) for h in headings), (
+        "top-level headings only (included with heading-offset 1)"
+    )
     assert "# Targets" in headings
     # tables: header, separator, rows with the same number of cells
     i = 0
@@ -189,10 +274,12 @@ def _check_markdown(text: str, folder: Path, prefix: str) -> None:
         i += 1
     assert text.count("```") % 2 == 0
     prose = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", text, flags=re.S))
-    assert not re.search(r"(?<![\w-])--[a-z]", prose), "command-line flags are written as code: " + str(re.findall(r".{30}--[a-z].{10}", prose)[:3])
+    assert not re.search(r"(?<![\w-])--[a-z]", prose), "command-line flags are written as code: " + str(
+        re.findall(r".{30}--[a-z].{10}", prose)[:3]
+    )
     for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert path.startswith(prefix) and not Path(path).is_absolute()
-        assert (folder / path[len(prefix):]).is_file()
+        assert (folder / path[len(prefix) :]).is_file()
     assert not MACHINE_PATH.search(text), MACHINE_PATH.search(text).group(0)
 
 
@@ -211,7 +298,7 @@ def test_markdown_names_the_gpu_and_sets_the_gpu_table_beside_the_cpu_one(tmp_pa
     report["targets"] = evaluate_targets(report)
     text = markdown(report, [])
     _check_markdown(text, tmp_path, "_generated/")
-    headings = [l for l in text.splitlines() if l.startswith("# ")]
+    headings = [entry for entry in text.splitlines() if entry.startswith("# ")]
     cpu = headings.index("# Against Hugging Face Trainer on the CPU")
     assert headings[cpu + 1] == "# On the GPU: this package against Hugging Face Trainer"
     assert "Device: NVIDIA H100 80GB HBM3" in text and "Device: Some CPU (CPU, 2 torch threads)" in text
@@ -238,7 +325,9 @@ def quick_report():
 def test_quick_suite_has_every_section(quick_report, tmp_path):
     assert set(SECTIONS) <= set(quick_report)
     assert {"full", "top2", "heads_recompute", "heads_cached"} <= set(quick_report["scenarios"])
-    assert {"fp32", "bf16"} <= set(quick_report["bf16"]) and {"dynamic", "bucketed", "max_length", "stats"} <= set(quick_report["padding"])
+    assert {"fp32", "bf16"} <= set(quick_report["bf16"]) and {"dynamic", "bucketed", "max_length", "stats"} <= set(
+        quick_report["padding"]
+    )
     assert len(quick_report["targets"]) == len(TARGETS)
     assert quick_report["meta"]["mode"] == "quick"
     full = quick_report["scenarios"]["full"]
@@ -253,14 +342,28 @@ def test_quick_suite_has_every_section(quick_report, tmp_path):
 
 def test_quick_gpu_section_runs_the_gpu_path_on_the_cpu(quick_report):
     gpu = quick_report["gpu"]
-    assert gpu["meta"]["device_type"] == "cpu" and "CPU" in gpu["meta"]["device_name"] and not gpu["meta"].get("carried")
-    assert [(r["batch_size"], r["precision"]) for r in gpu["rows"]] == [(8, "fp32"), (8, "bf16"), (32, "fp32"), (32, "bf16")]
+    assert (
+        gpu["meta"]["device_type"] == "cpu" and "CPU" in gpu["meta"]["device_name"] and not gpu["meta"].get("carried")
+    )
+    assert [(r["batch_size"], r["precision"]) for r in gpu["rows"]] == [
+        (8, "fp32"),
+        (8, "bf16"),
+        (32, "fp32"),
+        (32, "bf16"),
+    ]
     for row in gpu["rows"]:
         ours = row["ours"]
-        assert ours["examples_per_s"] > 0 and ours["sync_every"] == 50 and ours["bucket_by_length"] and ours["pin_memory"] is False
+        assert (
+            ours["examples_per_s"] > 0
+            and ours["sync_every"] == 50
+            and ours["bucket_by_length"]
+            and ours["pin_memory"] is False
+        )
         assert ours["steps"] == -(-96 // row["batch_size"]) and ours["fused_adamw"]
         if row["hf"] is not None:  # transformers.Trainer needs accelerate
-            assert row["hf"]["steps"] == ours["steps"] and row["ratio"] > 0 and row["hf"]["sampling"] == "length-grouped"
+            assert (
+                row["hf"]["steps"] == ours["steps"] and row["ratio"] > 0 and row["hf"]["sampling"] == "length-grouped"
+            )
     assert {a["option"] for a in gpu["ablations"]} == {"sync_every", "bucket_by_length"}
     assert gpu["mfu"]["fraction"] > 0 and gpu["reference"]["bf16"]["best"] > 0
     assert set(gpu["eval_batches"]) >= {"16", "64"} and gpu["profile"]["phase_seconds"]["forward"] > 0
@@ -285,7 +388,9 @@ def test_the_committed_page_is_well_formed_and_matches_the_targets():
     text = page.read_text()
     _check_markdown(text, page.parent, "_generated/")
     report = json.loads((root / "bench" / "report.json").read_text())
-    assert report["targets"] == evaluate_targets(report), "re-render: python -m bench.run --render-only bench/report.json"
+    assert report["targets"] == evaluate_targets(report), (
+        "re-render: python -m bench.run --render-only bench/report.json"
+    )
     assert not MACHINE_PATH.search(json.dumps(report))
     for row in report["targets"]:
         assert f"| {row['target']} | {row['threshold']} |" in text
@@ -308,8 +413,16 @@ def test_a_run_on_one_device_keeps_what_the_report_measured_on_the_other(monkeyp
     monkeypatch.setattr(run, "run_cpu_suite", cpu_suite)
     monkeypatch.setattr(run, "run_gpu_section", gpu_section)
     monkeypatch.setattr(run, "resolve_device", lambda name: name)
-    quiet = lambda *a: None  # noqa: E731
-    cpu_report = {"meta": {"mode": "full"}, "scenarios": {"old": 1}, "reference": {}, "gpu": {"meta": {"device_type": "cpu"}}}
+
+    def quiet(*a):
+        return None
+
+    cpu_report = {
+        "meta": {"mode": "full"},
+        "scenarios": {"old": 1},
+        "reference": {},
+        "gpu": {"meta": {"device_type": "cpu"}},
+    }
     gpu_report = {**cpu_report, "gpu": {"meta": {"device_type": "cuda"}, "rows": []}}
 
     report = run.run_all(device="cuda", previous=cpu_report, log=quiet)

@@ -9,6 +9,7 @@
   in an environment holding exactly those versions, would add only packages Colab does not have.
 * The build backend can build the package (setuptools>=77 for the SPDX `license` string).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -67,10 +68,17 @@ def read_colab(path: Path) -> tuple[str, dict[str, Version]]:
 def marker_env(python: str) -> dict[str, str]:
     """The environment markers of a Colab runtime (Linux x86_64, CPython)."""
     return {
-        "python_version": ".".join(python.split(".")[:2]), "python_full_version": python,
-        "implementation_name": "cpython", "platform_python_implementation": "CPython",
-        "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix", "platform_machine": "x86_64",
-        "platform_release": "", "platform_version": "", "implementation_version": python,
+        "python_version": ".".join(python.split(".")[:2]),
+        "python_full_version": python,
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "platform_machine": "x86_64",
+        "platform_release": "",
+        "platform_version": "",
+        "implementation_version": python,
     }
 
 
@@ -88,7 +96,7 @@ def test_the_canonical_cell_names_the_configured_repository():
     assert urlparse(url).netloc == "github.com" and url.count("/") == 4, url
     source = SCRIPT.cell_source()
     assert f'REPO_URL = "{url}"' in source.splitlines()[1], "REPO_URL must be at the top of the cell"
-    assert 'mtl-helpers[model] @ git+{REPO_URL}@main' in source
+    assert "mtl-helpers[model] @ git+{REPO_URL}@main" in source
     assert source.count(url) == 1, "the cell names the URL once, in REPO_URL"
     compile(source, "setup cell", "exec")
 
@@ -124,8 +132,10 @@ def test_apply_moves_replaces_or_inserts_the_setup_cell():
     source = SCRIPT.cell_source()
     title = nbformat.v4.new_markdown_cell("# Title")
     imports = nbformat.v4.new_code_cell("import mtl_helpers")
-    old = nbformat.v4.new_code_cell('import importlib.util\nif importlib.util.find_spec("mtl_helpers") is None:\n    pass',
-                                    metadata={"tags": ["hide-input"]})
+    old = nbformat.v4.new_code_cell(
+        'import importlib.util\nif importlib.util.find_spec("mtl_helpers") is None:\n    pass',
+        metadata={"tags": ["hide-input"]},
+    )
     nb = nbformat.v4.new_notebook(cells=[title, imports, old])
     assert SCRIPT.apply(nb, source)
     assert [c.source for c in nb.cells] == ["# Title", source, "import mtl_helpers"]
@@ -154,8 +164,9 @@ def run_cell(url: str, tmp_path: Path, dry_run: bool = False) -> subprocess.Comp
         cell = cell.replace('"install", "-q"', '"install", "--dry-run", "-q"')
     code = "import sys\nsys.modules['mtl_helpers'] = None  # as on Colab: not importable\n" + cell
     environ = {**os.environ, "TMPDIR": str(tmp_path)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ,
-                          cwd=tmp_path, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environ, cwd=tmp_path, timeout=300
+    )
 
 
 def test_a_failed_install_prints_one_line_naming_the_url(tmp_path):
@@ -211,7 +222,17 @@ def test_colab_files_cover_the_preinstalled_packages_the_book_needs():
     for path in COLAB:
         python, versions = read_colab(path)
         assert python.startswith(("3.12.", "3.13.")), python
-        wanted = {"torch", "transformers", "datasets", "scikit-learn", "pandas", "matplotlib", "tqdm", "psutil", "numpy"}
+        wanted = {
+            "torch",
+            "transformers",
+            "datasets",
+            "scikit-learn",
+            "pandas",
+            "matplotlib",
+            "tqdm",
+            "psutil",
+            "numpy",
+        }
         assert wanted <= set(versions), f"{path.name} lacks {wanted - set(versions)}"
         assert not NEW_ON_COLAB & set(versions)
 
@@ -275,26 +296,32 @@ def test_pip_on_colab_adds_only_new_packages(path, tmp_path, pypi):
     (pip_home / "pip").symlink_to(Path(pip.__file__).parent, target_is_directory=True)
     report = tmp_path / "report.json"
     args = ["install", "--dry-run", "--quiet", "--use-feature=fast-deps", "--report", str(report), f"{ROOT}[model]"]
-    code = (f"import sys; sys.path[:0] = [{str(site)!r}, {str(pip_home)!r}]\n"
-            "from pip._internal.cli.main import main\n"
-            f"sys.exit(main({args!r}))")
+    code = (
+        f"import sys; sys.path[:0] = [{str(site)!r}, {str(pip_home)!r}]\n"
+        "from pip._internal.cli.main import main\n"
+        f"sys.exit(main({args!r}))"
+    )
     environ = {k: v for k, v in os.environ.items() if k not in {"PIP_CONSTRAINT", "PIP_REQUIREMENT"}}
-    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=environ,
-                          cwd=tmp_path, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, env=environ, cwd=tmp_path, timeout=600
+    )
     assert done.returncode == 0, f"pip could not install the package on Colab's versions:\n{done.stdout}\n{done.stderr}"
     installs = {canonicalize_name(i["metadata"]["name"]): i for i in json.loads(report.read_text())["install"]}
     changed = {n: installs[n]["metadata"]["version"] for n in installs if n in versions}
     assert not changed, f"pip would reinstall Colab's packages at other versions: {changed} (Colab: {path.name})"
     assert set(installs) == NEW_ON_COLAB, (
         f"pip would install {sorted(set(installs))}; expected {sorted(NEW_ON_COLAB)}. If Colab preinstalls a new "
-        f"one, add its version to tests/colab/ (from Colab's pip freeze); otherwise add it to NEW_ON_COLAB.")
+        f"one, add its version to tests/colab/ (from Colab's pip freeze); otherwise add it to NEW_ON_COLAB."
+    )
     # The new packages fit Colab's Python, and their own requirements are met there.
     env = marker_env(python)
     available = {**versions, **{n: Version(i["metadata"]["version"]) for n, i in installs.items()}}
     for name, item in installs.items():
         metadata = item["metadata"]
         if metadata.get("requires_python"):
-            assert Version(python) in SpecifierSet(metadata["requires_python"]), f"{name} needs Python {metadata['requires_python']}"
+            assert Version(python) in SpecifierSet(metadata["requires_python"]), (
+                f"{name} needs Python {metadata['requires_python']}"
+            )
         extras = set(item.get("requested_extras") or [])
         for text in metadata.get("requires_dist", []):
             requirement = Requirement(text)
@@ -302,7 +329,9 @@ def test_pip_on_colab_adds_only_new_packages(path, tmp_path, pypi):
                 continue
             have = available.get(canonicalize_name(requirement.name))
             assert have is not None, f"{name} needs {requirement}, which neither Colab nor this install provides"
-            assert requirement.specifier.contains(have, prereleases=True), f"{name} needs {requirement}; Colab gets {have}"
+            assert requirement.specifier.contains(have, prereleases=True), (
+                f"{name} needs {requirement}; Colab gets {have}"
+            )
 
 
 # ---------------------------------------------------------------- the build backend

@@ -1,6 +1,7 @@
 """The noise rule refuses what it cannot compare: runs scored on other examples, records that do not
 say which examples they were scored on, arms that mix tasks or levels, empty inputs; and its numbers do
 not depend on the order in which the runs of an arm are listed."""
+
 from __future__ import annotations
 
 import copy
@@ -18,12 +19,20 @@ def arm(name, correct_by_seed, task="t", split="validation", level="sentence", s
     records = []
     for seed, correct in zip(seeds or range(len(correct_by_seed)), correct_by_seed):
         correct = np.asarray(correct)
-        records.append(RunRecord(scenario=name, profile="cpu", seed=seed, model="m",
-                                 tasks={task: {"level": level, "sizes": {},
-                                               "metric": "accuracy" if level == "sentence" else "entity_f1"}},
-                                 metrics={split: {task: {"accuracy": float(correct.mean())}}},
-                                 outcomes={split: {task: encode_outcomes(correct)}},
-                                 examples={split: {task: digest}}))
+        records.append(
+            RunRecord(
+                scenario=name,
+                profile="cpu",
+                seed=seed,
+                model="m",
+                tasks={
+                    task: {"level": level, "sizes": {}, "metric": "accuracy" if level == "sentence" else "entity_f1"}
+                },
+                metrics={split: {task: {"accuracy": float(correct.mean())}}},
+                outcomes={split: {task: encode_outcomes(correct)}},
+                examples={split: {task: digest}},
+            )
+        )
     return records
 
 
@@ -32,6 +41,7 @@ def runs(p, n, seeds, rng):
 
 
 # -- 3: the examples a run was scored on
+
 
 def test_runs_scored_on_other_examples_are_refused(trec):
     """A data copy missing one training line shifts the held-out rows: as many examples, not the same ones."""
@@ -52,7 +62,7 @@ def test_runs_scored_on_other_examples_are_refused(trec):
     original, moved = untrained_record(trec, tokenizer), untrained_record(shifted, tokenizer)
     assert original.examples["validation"]["trec"] == examples_digest(rows)
     train = trec.splits["train"]
-    train_eval_ids = sorted(np.random.default_rng(0).permutation(len(train))[:len(rows)])  # TokenizedTasks' slice
+    train_eval_ids = sorted(np.random.default_rng(0).permutation(len(train))[: len(rows)])  # TokenizedTasks' slice
     assert original.examples["train_eval"]["trec"] == examples_digest([train[i] for i in train_eval_ids])
     assert len(original.outcome_array("trec")) == len(moved.outcome_array("trec"))
     assert compare([original], [original], tasks=["trec"]).effect == 0
@@ -72,6 +82,7 @@ def test_records_that_do_not_name_their_examples_are_refused():
 
 # -- 4: the order of the runs in an arm does not matter
 
+
 def test_reversing_the_runs_of_each_arm_gives_the_same_numbers():
     rng = np.random.default_rng(11)
     a, b = arm("a", runs(0.8, 120, 4, rng)), arm("b", runs(0.75, 120, 4, rng))
@@ -82,6 +93,7 @@ def test_reversing_the_runs_of_each_arm_gives_the_same_numbers():
 
 
 # -- 7b: clear errors
+
 
 def test_compare_refuses_bad_inputs_by_name():
     rng = np.random.default_rng(1)

@@ -1,4 +1,5 @@
 """The task loader: fixed splits, label ids that match their names, clear errors on bad input."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,7 +38,11 @@ def test_label_ids_match_label_names():
     assert trec.label_names[serfdom["label"]] == "DESC"  # the dataset README's check row
     sst2 = load_task("sst2")
     assert sst2.label_names == ["negative", "positive"]
-    assert sst2.sizes() == {"train": 59248, "validation": 872, "test": 872}  # train less phrases shared with held-out text
+    assert sst2.sizes() == {
+        "train": 59248,
+        "validation": 872,
+        "test": 872,
+    }  # train less phrases shared with held-out text
     assert sst2.label_counts("test") == {"negative": 428, "positive": 444}  # GLUE validation counts
     conll = load_task("conll2003")
     row = conll.splits["train"][0]
@@ -125,12 +130,15 @@ def _rewrite(path, edit):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-@pytest.mark.parametrize("label, problem", [
-    (True, "label True is not an integer class id"),  # isinstance(True, int) holds in Python
-    (2.0, "label 2.0 is not an integer class id"),
-    ("DESC", "label 'DESC' is not an integer class id .*the name 'DESC' has id 2"),
-    (-1, "label -1 is outside the 6 classes"),
-])
+@pytest.mark.parametrize(
+    "label, problem",
+    [
+        (True, "label True is not an integer class id"),  # isinstance(True, int) holds in Python
+        (2.0, "label 2.0 is not an integer class id"),
+        ("DESC", "label 'DESC' is not an integer class id .*the name 'DESC' has id 2"),
+        (-1, "label -1 is outside the 6 classes"),
+    ],
+)
 def test_bad_label_names_file_and_line_before_splitting(tmp_path, label, problem):
     folder = _copy_trec(tmp_path)
     _rewrite(folder / "train.jsonl", lambda rows: rows[10].update(coarse_label=label))
@@ -158,11 +166,14 @@ def _tiny_conll(tmp_path, edit=None):
     return folder
 
 
-@pytest.mark.parametrize("tokens, problem", [
-    ("EU rejects German call", "tokens 'EU rejects German call' is not a non-empty list of strings"),
-    (["EU", 7], r"tokens \['EU', 7\] is not a non-empty list of strings"),
-    ([], r"tokens \[\] is not a non-empty list of strings"),
-])
+@pytest.mark.parametrize(
+    "tokens, problem",
+    [
+        ("EU rejects German call", "tokens 'EU rejects German call' is not a non-empty list of strings"),
+        (["EU", 7], r"tokens \['EU', 7\] is not a non-empty list of strings"),
+        ([], r"tokens \[\] is not a non-empty list of strings"),
+    ],
+)
 def test_bad_tokens_name_file_and_line(tmp_path, tokens, problem):
     _tiny_conll(tmp_path, lambda rows: rows[2].update(tokens=tokens))
     with pytest.raises(DataError, match=rf"conll2003/train.jsonl line 3: {problem}"):
@@ -175,11 +186,21 @@ def test_tags_that_do_not_fit_the_tokens(tmp_path):
         load_task("conll2003", data_dir=tmp_path)
 
 
-@pytest.mark.parametrize("content, problem", [
-    ('{"fine_label": ["ABBR:abb"]}', r"trec/features.json has no 'coarse_label' field \(found: 'fine_label'\).*Add it: \{\"coarse_label\": \[\"ABBR\""),
-    ('{"coarse_label": ["ABBR", "ENTY",', r"trec/features.json is not valid JSON \(.*line 1 column \d+\). Repair it or re-copy it"),
-    ('{"coarse_label": ["ENTY", "ABBR", "DESC", "HUM", "LOC", "NUM"]}', r"ids would mean different classes"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (
+            '{"fine_label": ["ABBR:abb"]}',
+            r"trec/features.json has no 'coarse_label' field \(found: 'fine_label'\).*Add it: \{\"coarse_label\": "
+            r"\[\"ABBR\"",
+        ),
+        (
+            '{"coarse_label": ["ABBR", "ENTY",',
+            r"trec/features.json is not valid JSON \(.*line 1 column \d+\). Repair it or re-copy it",
+        ),
+        ('{"coarse_label": ["ENTY", "ABBR", "DESC", "HUM", "LOC", "NUM"]}', r"ids would mean different classes"),
+    ],
+)
 def test_bad_features_file(tmp_path, content, problem):
     folder = _copy_trec(tmp_path)
     (folder / "features.json").write_text(content)
@@ -187,11 +208,17 @@ def test_bad_features_file(tmp_path, content, problem):
         load_task("trec", data_dir=tmp_path)
 
 
-@pytest.mark.parametrize("content, problem", [
-    ('{"coarse_label": 6}', r"trec/features.json: 'coarse_label' is 6 \(int\), not a list of label names"),
-    ('{"coarse_label": "ABBR ENTY"}', r"trec/features.json: 'coarse_label' is 'ABBR ENTY' \(str\), not a list"),
-    ('{"coarse_label": [0, 1, 2, 3, 4, 5]}', r"trec/features.json: 'coarse_label' is \[0, 1, 2, 3, 4, 5\] \(list\)"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ('{"coarse_label": 6}', r"trec/features.json: 'coarse_label' is 6 \(int\), not a list of label names"),
+        ('{"coarse_label": "ABBR ENTY"}', r"trec/features.json: 'coarse_label' is 'ABBR ENTY' \(str\), not a list"),
+        (
+            '{"coarse_label": [0, 1, 2, 3, 4, 5]}',
+            r"trec/features.json: 'coarse_label' is \[0, 1, 2, 3, 4, 5\] \(list\)",
+        ),
+    ],
+)
 def test_features_file_whose_names_are_not_a_list_of_strings(tmp_path, content, problem):
     folder = _copy_trec(tmp_path)
     (folder / "features.json").write_text(content)
@@ -203,8 +230,11 @@ def test_features_file_that_is_not_utf8_names_file_line_and_fix(tmp_path):
     folder = _copy_trec(tmp_path)
     text = (folder / "features.json").read_bytes()
     (folder / "features.json").write_bytes(text.replace(b'"HUM"', b'"H\xffM"'))  # line 6: {, the field, 3 names
-    with pytest.raises(DataError, match=r"trec/features.json line 6 is not UTF-8 text \(.*byte \d+\)\. "
-                                        r"Re-copy the trec folder \(python scripts/fetch_data.py DIR"):
+    with pytest.raises(
+        DataError,
+        match=r"trec/features.json line 6 is not UTF-8 text \(.*byte \d+\)\. "
+        r"Re-copy the trec folder \(python scripts/fetch_data.py DIR",
+    ):
         load_task("trec", data_dir=tmp_path)
 
 
@@ -213,20 +243,29 @@ def test_jsonl_file_that_is_not_utf8_names_file_line_and_fix(tmp_path):
     lines = (folder / "test.jsonl").read_bytes().split(b"\n")
     lines[6] = lines[6].replace(b'"text": "', b'"text": "\xe9', 1)  # a Latin-1 byte where UTF-8 needs two
     (folder / "test.jsonl").write_bytes(b"\n".join(lines))
-    with pytest.raises(DataError, match=r"trec/test.jsonl line 7 is not UTF-8 text \(.*byte \d+\)\. Re-copy the trec "
-                                        r"folder \(python scripts/fetch_data.py DIR"):
+    with pytest.raises(
+        DataError,
+        match=r"trec/test.jsonl line 7 is not UTF-8 text \(.*byte \d+\)\. Re-copy the trec "
+        r"folder \(python scripts/fetch_data.py DIR",
+    ):
         load_task("trec", data_dir=tmp_path)
 
 
-@pytest.mark.parametrize("kwargs, problem", [
-    ({"max_train": 100.0}, r"trec train \(max_train\): expected a whole number of rows or None .*100.0 \(float\)"),
-    ({"max_train": 0.5}, r"trec train \(max_train\): expected a whole number"),
-    ({"max_train": True}, r"trec train \(max_train\): expected a whole number .*\(bool\)"),
-    ({"max_train": "100"}, r"trec train \(max_train\): expected a whole number .*\(str\)"),
-    ({"max_train": -5}, r"trec train \(max_train\): a subset needs at least 1 row, got -5"),
-    ({"max_eval": 0}, r"trec validation and test \(max_eval\): a subset needs at least 1 row, got 0. Pass a positive"),
-    ({"max_eval": 2.5}, r"trec validation and test \(max_eval\): expected a whole number"),
-])
+@pytest.mark.parametrize(
+    "kwargs, problem",
+    [
+        ({"max_train": 100.0}, r"trec train \(max_train\): expected a whole number of rows or None .*100.0 \(float\)"),
+        ({"max_train": 0.5}, r"trec train \(max_train\): expected a whole number"),
+        ({"max_train": True}, r"trec train \(max_train\): expected a whole number .*\(bool\)"),
+        ({"max_train": "100"}, r"trec train \(max_train\): expected a whole number .*\(str\)"),
+        ({"max_train": -5}, r"trec train \(max_train\): a subset needs at least 1 row, got -5"),
+        (
+            {"max_eval": 0},
+            r"trec validation and test \(max_eval\): a subset needs at least 1 row, got 0. Pass a positive",
+        ),
+        ({"max_eval": 2.5}, r"trec validation and test \(max_eval\): expected a whole number"),
+    ],
+)
 def test_bad_subset_arguments_name_the_parameter(kwargs, problem):
     with pytest.raises(DataError, match=problem):
         load_task("trec", **kwargs)
@@ -275,7 +314,9 @@ def _local_copy(shared, tmp_path, name):
     folder.mkdir(parents=True)
     shutil.copy(shared / name / "features.json", folder)
     for source in TASKS[name].hub_files:
-        (folder / f"{source}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _first_rows(shared, name, source)))
+        (folder / f"{source}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in _first_rows(shared, name, source))
+        )
     return folder.parent
 
 
@@ -306,12 +347,16 @@ def test_hub_rows_are_checked_with_their_source(hub_mirror):
 def test_missing_mirror_file_says_where_it_looked(hub_mirror):
     spec = TASKS["trec"]
     (hub_mirror.path / f"{spec.hub_id}@{spec.hub_revision}" / spec.hub_files["test"]).unlink()
-    with pytest.raises(DataError, match=r"Looked in no local folder .*MTL_HUB_MIRROR.*Put the files at .*default/test/0000.parquet"):
+    with pytest.raises(
+        DataError, match=r"Looked in no local folder .*MTL_HUB_MIRROR.*Put the files at .*default/test/0000.parquet"
+    ):
         load_task("trec")
 
 
 def test_fetch_data_writes_the_offline_layout(hub_mirror, tmp_path, capsys):
-    script = importlib.util.spec_from_file_location("fetch_data", Path(__file__).parents[1] / "scripts" / "fetch_data.py")
+    script = importlib.util.spec_from_file_location(
+        "fetch_data", Path(__file__).parents[1] / "scripts" / "fetch_data.py"
+    )
     fetch_data = importlib.util.module_from_spec(script)
     script.loader.exec_module(fetch_data)
     target = tmp_path / "fetched"

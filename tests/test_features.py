@@ -1,4 +1,5 @@
 """The process-wide feature cache: features are shared only between backbones with identical weights."""
+
 from __future__ import annotations
 
 import copy

@@ -1,6 +1,7 @@
 """The package's layout keeps its promises: short modules, every package import at module level, no
 import cycle (so no import needs hiding inside a function), and no module reaching for another's
 private names."""
+
 from __future__ import annotations
 
 import ast
@@ -80,7 +81,7 @@ def test_the_import_graph_has_no_cycle():
         if module in done:
             return
         if module in visiting:
-            cycle = visiting[visiting.index(module):] + [module]
+            cycle = visiting[visiting.index(module) :] + [module]
             raise AssertionError("import cycle: " + " -> ".join(cycle))
         visiting.append(module)
         for target in sorted(graph[module]):

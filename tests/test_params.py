@@ -3,6 +3,7 @@
 Every refusal is a ParameterError (an MTLError and a ValueError) whose message names the parameter,
 the value it got and what is allowed.
 """
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,18 @@ import re
 
 import pytest
 
-from mtl_helpers import (MTLError, ParameterError, check_number, check_numbers, check_rate, check_rates, check_sizes,
-                         check_task, check_task_pair, get_profile)
+from mtl_helpers import (
+    MTLError,
+    ParameterError,
+    check_number,
+    check_numbers,
+    check_rate,
+    check_rates,
+    check_sizes,
+    check_task,
+    check_task_pair,
+    get_profile,
+)
 
 
 @pytest.fixture
@@ -21,8 +32,10 @@ def no_profile_variable(monkeypatch):
 
 # --- seeds: papermill -p passes a list as its text -----------------------------------------------------------------
 
-@pytest.mark.parametrize("text, seeds", [("[0]", [0]), ("[0, 1, 2]", [0, 1, 2]), (" [3,4] ", [3, 4]),
-                                         ("(5, 6)", [5, 6])])
+
+@pytest.mark.parametrize(
+    "text, seeds", [("[0]", [0]), ("[0, 1, 2]", [0, 1, 2]), (" [3,4] ", [3, 4]), ("(5, 6)", [5, 6])]
+)
 def test_seeds_written_as_text_are_read_as_the_list(text, seeds, no_profile_variable):
     assert get_profile("smoke").seeds_or(text) == seeds
 
@@ -42,10 +55,12 @@ def test_bad_seeds_are_refused_naming_the_parameter(bad, no_profile_variable):
 
 # --- profile: the parameter is checked even when MTL_PROFILE overrides it -------------------------------------------
 
+
 def test_a_bogus_profile_parameter_is_refused_when_the_environment_sets_one(monkeypatch):
     monkeypatch.setenv("MTL_PROFILE", "smoke")
-    with pytest.raises(ParameterError,
-                       match=r"'bogus' \(the notebook parameter `profile`\); choose one of smoke, cpu, gpu"):
+    with pytest.raises(
+        ParameterError, match=r"'bogus' \(the notebook parameter `profile`\); choose one of smoke, cpu, gpu"
+    ):
         get_profile("bogus")
 
 
@@ -76,11 +91,14 @@ def test_a_profile_that_is_not_a_name_is_refused(no_profile_variable):
 
 # --- tasks ----------------------------------------------------------------------------------------------------------
 
+
 def test_a_token_task_is_refused_where_the_chapter_needs_sentences():
     with pytest.raises(ParameterError) as caught:
         check_task_pair("trec", "conll2003", level="sentence", because="it caches sentence features")
-    assert str(caught.value) == ("task_b='conll2003' is a token-level task; this chapter needs a sentence-level task "
-                                 "(it caches sentence features): choose one of rotten_tomatoes, sst2, trec.")
+    assert str(caught.value) == (
+        "task_b='conll2003' is a token-level task; this chapter needs a sentence-level task "
+        "(it caches sentence features): choose one of rotten_tomatoes, sst2, trec."
+    )
 
 
 def test_levels_can_differ_per_task_and_parameters_keep_their_names():
@@ -96,8 +114,11 @@ def test_two_equal_tasks_are_refused():
 
 
 def test_an_unknown_task_is_refused_with_every_choice():
-    with pytest.raises(ParameterError, match=r"^task_a='imdb' is not a task of the registry; .*: choose one of "
-                                             r"conll2003, rotten_tomatoes, sst2, trec, wnut_17\.$"):
+    with pytest.raises(
+        ParameterError,
+        match=r"^task_a='imdb' is not a task of the registry; .*: choose one of "
+        r"conll2003, rotten_tomatoes, sst2, trec, wnut_17\.$",
+    ):
         check_task("task_a", "imdb")
 
 
@@ -113,6 +134,7 @@ def test_a_level_that_does_not_exist_is_the_chapters_mistake():
 
 
 # --- numbers --------------------------------------------------------------------------------------------------------
+
 
 def test_numbers_within_bounds_pass_unchanged():
     assert check_number("epochs", 0.5, above=0) == 0.5
@@ -146,16 +168,30 @@ def test_lists_written_as_text_are_read_and_checked():
 @pytest.mark.parametrize("values", [[0, 2], [2, 6, 6], [6], [0, 7, 6], [0.5, 6], "[]", 6])
 def test_lists_breaking_a_rule_are_refused_naming_every_rule(values):
     with pytest.raises(ParameterError) as caught:
-        check_numbers("top_k", values, at_least=0, at_most=6, integer=True, min_length=2, distinct=True, including=6,
-                      because="the backbone's layers")
+        check_numbers(
+            "top_k",
+            values,
+            at_least=0,
+            at_most=6,
+            integer=True,
+            min_length=2,
+            distinct=True,
+            including=6,
+            because="the backbone's layers",
+        )
     assert str(caught.value).startswith("top_k=")
-    assert str(caught.value).endswith("expected a list of at least 2 different whole numbers at least 0 and at most 6, "
-                                      "including 6 (the backbone's layers).")
+    assert str(caught.value).endswith(
+        "expected a list of at least 2 different whole numbers at least 0 and at most 6, "
+        "including 6 (the backbone's layers)."
+    )
 
 
 def test_sizes_default_to_the_profile_and_come_sorted():
     assert check_sizes("low_sizes", None, (125, 50)) == [50, 125]
     assert check_sizes("low_sizes", "[150, 50]", (8,)) == [50, 150]
-    with pytest.raises(ParameterError, match=r"^low_sizes=\[0\]: expected None \(the profile's sizes, \[8\]\) or a "
-                                             r"non-empty list of different whole numbers at least 1"):
+    with pytest.raises(
+        ParameterError,
+        match=r"^low_sizes=\[0\]: expected None \(the profile's sizes, \[8\]\) or a "
+        r"non-empty list of different whole numbers at least 1",
+    ):
         check_sizes("low_sizes", [0], (8,))

@@ -1,4 +1,5 @@
 """A new user follows the README: its quickstart block runs as written."""
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,9 @@ def test_readme_starts_with_the_two_commands():
 
 @pytest.mark.slow
 def test_quickstart_runs(capsys):
-    block = re.search(r"<!-- tests/test_readme.py runs this block -->\n```python\n(.*?)```", README.read_text(), re.S).group(1)
+    block = re.search(
+        r"<!-- tests/test_readme.py runs this block -->\n```python\n(.*?)```", README.read_text(), re.S
+    ).group(1)
     namespace: dict = {}
     exec(compile(block, "README quickstart", "exec"), namespace)
     trainer = namespace["trainer"]

@@ -1,6 +1,7 @@
 """Record files: names that never collide, profile names that stay inside the results folder, the
 book's own records not silently replaced, fetched records checked and refreshed, corrupt files named,
 a stable reading order, and the digest that says which examples a run was scored on."""
+
 from __future__ import annotations
 
 import json
@@ -9,19 +10,26 @@ import re
 import pytest
 
 from mtl_helpers import MTLError, RunRecord, load_records, save_record
-from mtl_helpers import results
+from mtl_helpers import records as results
 from mtl_helpers.fetch import stored_records
 from mtl_helpers.locations import results_dir
 
 
 def record(scenario="head-only", tasks=("trec", "sst2"), model="m", profile="cpu", seed=0, acc=0.5, **kw) -> RunRecord:
-    return RunRecord(scenario=scenario, profile=profile, seed=seed, model=model,
-                     tasks={t: {"level": "sentence", "metric": "accuracy", "sizes": {"validation": 4}} for t in tasks},
-                     metrics={"validation": {t: {"accuracy": acc} for t in tasks}},
-                     outcomes={"validation": {t: "1010" for t in tasks}}, **kw)
+    return RunRecord(
+        scenario=scenario,
+        profile=profile,
+        seed=seed,
+        model=model,
+        tasks={t: {"level": "sentence", "metric": "accuracy", "sizes": {"validation": 4}} for t in tasks},
+        metrics={"validation": {t: {"accuracy": acc} for t in tasks}},
+        outcomes={"validation": {t: "1010" for t in tasks}},
+        **kw,
+    )
 
 
 # -- 6a: file names are injective in the model name, and a save never replaces another key's file
+
 
 def test_models_whose_names_differ_only_in_punctuation_keep_their_own_files(tmp_path):
     save_record(record(model="org/tiny-bert", acc=0.1), tmp_path)
@@ -40,6 +48,7 @@ def test_save_refuses_a_file_that_holds_another_key(tmp_path, monkeypatch):
 
 # -- 6b: profile names are checked like scenario names
 
+
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", "", "Upper"])
 def test_a_profile_name_cannot_leave_the_results_folder(tmp_path, name):
     with pytest.raises(MTLError, match="Profile name .* not allowed"):
@@ -56,6 +65,7 @@ def test_a_profile_name_cannot_leave_the_results_folder(tmp_path, name):
 
 
 # -- 6c: the book's committed records are not replaced by a run with another spec
+
 
 @pytest.fixture
 def inside_the_book(tmp_path, monkeypatch):
@@ -90,6 +100,7 @@ def test_a_readers_own_folder_takes_new_specs(tmp_path, monkeypatch):
 
 # -- 6d: fetched records: names checked, refreshed, only the listed ones loaded
 
+
 class FakeRepository:
     def __init__(self, folder):
         self.folder, self.index = folder, None
@@ -106,8 +117,15 @@ def test_a_fetched_index_cannot_name_a_file_outside_the_cache(tmp_path, monkeypa
     published = tmp_path / "published"
     save_record(record(seed=0), published)
     fetch = FakeRepository(published)
-    for bad in ["../../x.json", "head-only/../../../x.json", "/abs/x.json", "Bad Name/x.json", "x.json", "a/b/c.json",
-                "head-only/x.txt"]:
+    for bad in [
+        "../../x.json",
+        "head-only/../../../x.json",
+        "/abs/x.json",
+        "Bad Name/x.json",
+        "x.json",
+        "a/b/c.json",
+        "head-only/x.txt",
+    ]:
         fetch.index = [bad]
         records, why = stored_records("cpu", "https://github.com/owner/book", cache=tmp_path / "cache", fetch=fetch)
         assert records == [] and "not a record name" in why and repr(bad) in why
@@ -131,6 +149,7 @@ def test_fetched_records_are_refreshed_and_unlisted_ones_are_not_loaded(tmp_path
 
 # -- 7a: a record file of the wrong shape is named as corrupt
 
+
 @pytest.mark.parametrize("content", ["[1, 2]", "null", '"text"'])
 def test_a_record_file_that_is_not_an_object_is_corrupt(tmp_path, content):
     path = save_record(record(), tmp_path)
@@ -139,8 +158,19 @@ def test_a_record_file_that_is_not_an_object_is_corrupt(tmp_path, content):
         load_records("cpu", root=tmp_path)
 
 
-@pytest.mark.parametrize("field,value", [("metrics", None), ("outcomes", [1]), ("tasks", None), ("seed", "0"),
-                                         ("extra", None), ("model", 3), ("examples", "x"), ("interrupted", "no")])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("metrics", None),
+        ("outcomes", [1]),
+        ("tasks", None),
+        ("seed", "0"),
+        ("extra", None),
+        ("model", 3),
+        ("examples", "x"),
+        ("interrupted", "no"),
+    ],
+)
 def test_a_record_field_of_the_wrong_type_is_corrupt(tmp_path, field, value):
     path = save_record(record(), tmp_path)
     data = json.loads(path.read_text())
@@ -152,15 +182,21 @@ def test_a_record_field_of_the_wrong_type_is_corrupt(tmp_path, field, value):
 
 # -- 4: a stable reading order
 
+
 def test_records_load_in_numeric_seed_order(tmp_path):
     for seed in (10, 2, 1):
         save_record(record(seed=seed), tmp_path)
     save_record(record(scenario="a-first", seed=3), tmp_path)
     assert [(r.scenario, r.seed) for r in load_records("cpu", root=tmp_path)] == [
-        ("a-first", 3), ("head-only", 1), ("head-only", 2), ("head-only", 10)]
+        ("a-first", 3),
+        ("head-only", 1),
+        ("head-only", 2),
+        ("head-only", 10),
+    ]
 
 
 # -- 3: the digest of the examples a run was scored on
+
 
 def test_the_examples_digest_tells_data_copies_apart(trec):
     from mtl_helpers.records import examples_digest

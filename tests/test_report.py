@@ -1,4 +1,5 @@
 """How the pages write numbers: one definition each, checked on known values."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,10 @@ def test_rates_are_written_as_people_write_them(value, text):
 
 
 def test_accuracy_table_has_a_cell_per_task_and_split(monkeypatch):
-    frame = pd.DataFrame({"t mean": [0.5], "t sd": [0.1], "mean": [0.5], "mean sd": [0.1], "seeds": [2]},
-                         index=pd.Index(["arm"], name="arm"))
+    frame = pd.DataFrame(
+        {"t mean": [0.5], "t sd": [0.1], "mean": [0.5], "mean sd": [0.1], "seeds": [2]},
+        index=pd.Index(["arm"], name="arm"),
+    )
     monkeypatch.setattr("mtl_helpers.report.summarize", lambda arms, split, tasks: frame)
     table = accuracy_table({"arm": [object(), object()]}, ["t"], splits=("test",))
     assert table.loc["arm", "t test"] == "50.0% ± 10.0" and table.loc["arm", "seeds"] == 2

@@ -1,5 +1,6 @@
 """Run records: one dataclass, keyed by scenario, tasks, model, profile and seed; strict JSON written
 atomically; collecting filters on the keys and refuses to mix tasks or models."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,16 @@ from mtl_helpers.jsonio import atomic_write_bytes
 
 
 def record(scenario="head-only", tasks=("trec", "sst2"), model="m", profile="cpu", seed=0, acc=0.5, **kw) -> RunRecord:
-    return RunRecord(scenario=scenario, profile=profile, seed=seed, model=model,
-                     tasks={t: {"level": "sentence", "metric": "accuracy", "sizes": {"validation": 4}} for t in tasks},
-                     metrics={"validation": {t: {"accuracy": acc} for t in tasks}},
-                     outcomes={"validation": {t: "1010" for t in tasks}}, **kw)
+    return RunRecord(
+        scenario=scenario,
+        profile=profile,
+        seed=seed,
+        model=model,
+        tasks={t: {"level": "sentence", "metric": "accuracy", "sizes": {"validation": 4}} for t in tasks},
+        metrics={"validation": {t: {"accuracy": acc} for t in tasks}},
+        outcomes={"validation": {t: "1010" for t in tasks}},
+        **kw,
+    )
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
@@ -57,7 +64,9 @@ def test_same_key_replaces_and_profiles_never_mix(tmp_path):
     save_record(record(acc=0.8), tmp_path)
     save_record(record(profile="smoke"), tmp_path)
     (tmp_path / "cpu" / "old").mkdir()
-    (tmp_path / "cpu" / "old" / "x.json").write_text(json.dumps({"scenario": "old", "profile": "cpu", "seed": 0, "model": "m", "tasks": {}, "schema": 1}))
+    (tmp_path / "cpu" / "old" / "x.json").write_text(
+        json.dumps({"scenario": "old", "profile": "cpu", "seed": 0, "model": "m", "tasks": {}, "schema": 1})
+    )
     records = load_records("cpu", root=tmp_path)
     assert [(r.scenario, r.metric("trec")) for r in records] == [("head-only", 0.8)]
 
@@ -107,12 +116,14 @@ def test_the_index_lists_every_record(tmp_path):
     save_record(record(seed=0), tmp_path)
     save_record(record(seed=1, scenario="full-fine-tuning"), tmp_path)
     index = json.loads((tmp_path / "cpu" / "index.json").read_text())
-    assert index["records"] == ["full-fine-tuning/sst2+trec--m-62c66a7a--seed1.json",
-                                "head-only/sst2+trec--m-62c66a7a--seed0.json"]
+    assert index["records"] == [
+        "full-fine-tuning/sst2+trec--m-62c66a7a--seed1.json",
+        "head-only/sst2+trec--m-62c66a7a--seed0.json",
+    ]
 
 
 def test_stored_records_are_fetched_from_the_repository_when_not_on_disk(tmp_path, monkeypatch):
-    from mtl_helpers.fetch import collect_records, stored_records
+    from mtl_helpers.fetch import stored_records
 
     published = tmp_path / "published"
     save_record(record(seed=0, acc=0.9), published)
@@ -126,14 +137,22 @@ def test_stored_records_are_fetched_from_the_repository_when_not_on_disk(tmp_pat
 
     monkeypatch.chdir(tmp_path)  # no _toc.yml above: not inside the book's repository
     records, where = stored_records("cpu", "https://github.com/owner/book", cache=tmp_path / "cache", fetch=fetch)
-    assert sorted(r.seed for r in records) == [0, 1] and "fetched from https://raw.githubusercontent.com/owner/book/main/results/cpu" in where
+    assert (
+        sorted(r.seed for r in records) == [0, 1]
+        and "fetched from https://raw.githubusercontent.com/owner/book/main/results/cpu" in where
+    )
     assert urls[0].endswith("/results/cpu/index.json")
-    offline, why = stored_records("cpu", "https://github.com/owner/book", cache=tmp_path / "empty", fetch=lambda url: (_ for _ in ()).throw(OSError("offline")))
+    offline, why = stored_records(
+        "cpu",
+        "https://github.com/owner/book",
+        cache=tmp_path / "empty",
+        fetch=lambda url: (_ for _ in ()).throw(OSError("offline")),
+    )
     assert offline == [] and "could not be read" in why
 
 
 def test_own_runs_replace_stored_ones_with_the_same_key(tmp_path, monkeypatch):
-    from mtl_helpers import results
+    from mtl_helpers import fetch as results  # collect_records and the stored_records it calls
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MTL_RESULTS_DIR", str(tmp_path / "mine"))
@@ -180,7 +199,7 @@ def test_a_record_written_without_task_order_still_reads(tmp_path):
 
 def test_the_message_names_the_results_folder_relative_to_the_book(tmp_path, monkeypatch):
     """Chapter 10 prints where the reader's records are; a stored output must not carry a machine path."""
-    from mtl_helpers import results
+    from mtl_helpers import fetch as results  # collect_records and the stored_records it calls
 
     (tmp_path / "_toc.yml").write_text("root: intro\n")
     (tmp_path / "notebooks").mkdir()

@@ -1,5 +1,6 @@
 """run_seeds: an interrupt stops the loop and saves nothing, a cut-short record is never reused, the
 results folder is checked before any training, and a sweep never chooses a point without scores."""
+
 from __future__ import annotations
 
 import json
@@ -84,9 +85,17 @@ def test_an_unwritable_results_folder_is_named_before_training(tmp_path, monkeyp
 
 
 def scored(value, seeds=(0, 1), split="validation"):
-    return [RunRecord(scenario="sweep", profile="cpu", seed=s, model="m",
-                      tasks={t: {"level": "sentence", "metric": "accuracy", "sizes": {}} for t in ("a", "b")},
-                      metrics={split: {"a": {"accuracy": value}, "b": {"accuracy": value}}}) for s in seeds]
+    return [
+        RunRecord(
+            scenario="sweep",
+            profile="cpu",
+            seed=s,
+            model="m",
+            tasks={t: {"level": "sentence", "metric": "accuracy", "sizes": {}} for t in ("a", "b")},
+            metrics={split: {"a": {"accuracy": value}, "b": {"accuracy": value}}},
+        )
+        for s in seeds
+    ]
 
 
 def test_a_sweep_never_chooses_a_point_without_validation_scores():

@@ -1,4 +1,5 @@
 """Held-out splits share no text with train: the rule itself, and every task's real splits."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,11 +31,19 @@ def fingerprint(rows) -> str:
 def test_containment_matches_whole_words_only():
     assert split_overlap(["it 's badder than bad ."], ["bad ."])["heldout_in_train"] == 1
     assert split_overlap(["it 's badder than you think"], ["bad"])["heldout_in_train"] == 0
-    assert split_overlap(["a bad movie"], ["bad movie"]) == {"heldout_in_train": 1, "train_in_heldout": 0, "train_rows": 1}
+    assert split_overlap(["a bad movie"], ["bad movie"]) == {
+        "heldout_in_train": 1,
+        "train_in_heldout": 0,
+        "train_rows": 1,
+    }
 
 
 def test_equal_texts_count_after_normalising_case_and_spaces():
-    assert split_overlap(["The  Film is GOOD "], ["the film is good"]) == {"heldout_in_train": 1, "train_in_heldout": 1, "train_rows": 1}
+    assert split_overlap(["The  Film is GOOD "], ["the film is good"]) == {
+        "heldout_in_train": 1,
+        "train_in_heldout": 1,
+        "train_rows": 1,
+    }
 
 
 def test_short_training_texts_may_occur_inside_held_out_text():
@@ -45,7 +54,11 @@ def test_short_training_texts_may_occur_inside_held_out_text():
 
 
 def test_exact_mode_counts_duplicate_sentences_only():
-    train = [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"], ["the", "EU", "rejects", "German", "call", "today"]]
+    train = [
+        ["EU", "rejects", "German", "call"],
+        ["Peter", "Blackburn"],
+        ["the", "EU", "rejects", "German", "call", "today"],
+    ]
     held = [["eu", "rejects", "german", "call"], ["Peter", "Blackburn"]]
     assert split_overlap(train, held, exact=True) == {"heldout_in_train": 1, "train_in_heldout": 1, "train_rows": 1}
 
@@ -79,7 +92,9 @@ def test_rotten_tomatoes_official_splits_are_kept_and_train_pruned():
     rt = load_task("rotten_tomatoes")
     for split in ("validation", "test"):
         assert split_overlap(texts(rt, "train"), texts(rt, split)) == CLEAN, split
-        assert texts(rt, split) == [json.loads(line)["text"] for line in open(data_dir() / "rotten_tomatoes" / f"{split}.jsonl")]
+        assert texts(rt, split) == [
+            json.loads(line)["text"] for line in open(data_dir() / "rotten_tomatoes" / f"{split}.jsonl")
+        ]
     assert rt.split_report["dropped_from_train"] == 8
 
 
@@ -96,8 +111,15 @@ def test_report_counts_add_up(name):
     data_dir()
     task = load_task(name)
     report = task.split_report
-    assert report["train_source_rows"] == report["train_rows"] + report["held_out_from_train"] + report["dropped_from_train"]
-    assert task.sizes() == {"train": report["train_rows"], "validation": report["validation"]["rows"], "test": report["test"]["rows"]}
+    assert (
+        report["train_source_rows"]
+        == report["train_rows"] + report["held_out_from_train"] + report["dropped_from_train"]
+    )
+    assert task.sizes() == {
+        "train": report["train_rows"],
+        "validation": report["validation"]["rows"],
+        "test": report["test"]["rows"],
+    }
     per_split = [report[s]["dropped_from_train"] for s in ("validation", "test")]
     assert max(per_split) <= report["dropped_from_train"] <= sum(per_split)  # a row may clash with both
     for split in ("validation", "test"):
@@ -120,7 +142,7 @@ def test_subsets_are_taken_after_pruning_and_loads_are_cached(monkeypatch):
     data_dir()
     # Reading the files and forming the leak-free splits take seconds for SST-2: once per process, however
     # many subsets are asked for. Count both, from an empty cache for SST-2.
-    calls = {"_load_local": 0, "form_splits": 0}
+    calls = {"load_local": 0, "form_splits": 0}
     for name in calls:
         original = getattr(loading_module, name)
 
@@ -132,20 +154,25 @@ def test_subsets_are_taken_after_pruning_and_loads_are_cached(monkeypatch):
     for key in [k for k in _CACHE if k[0].startswith("TaskSpec(name='sst2'")]:
         del _CACHE[key]
     full = load_task("sst2")
-    assert calls == {"_load_local": 1, "form_splits": 1}
+    assert calls == {"load_local": 1, "form_splits": 1}
     small = load_task("sst2", max_train=300, max_eval=50)
-    assert calls == {"_load_local": 1, "form_splits": 1}, "a subset formed the splits again"
+    assert calls == {"load_local": 1, "form_splits": 1}, "a subset formed the splits again"
     train = {r["text"] for r in full.splits["train"]}
     assert len(small.splits["train"]) == 300 and all(r["text"] in train for r in small.splits["train"])
     small.splits["train"][0]["text"] = "edited"  # a caller's edit does not reach later loads
     assert load_task("sst2", max_train=300).splits["train"][0]["text"] != "edited"
-    assert calls == {"_load_local": 1, "form_splits": 1}
+    assert calls == {"load_local": 1, "form_splits": 1}
 
 
 def test_split_table_shows_before_and_after_per_task():
     data_dir()
     table = split_table(["trec", "rotten_tomatoes"])
-    assert [(r["task"], r["split"]) for r in table] == [("trec", "validation"), ("trec", "test"), ("rotten_tomatoes", "validation"), ("rotten_tomatoes", "test")]
+    assert [(r["task"], r["split"]) for r in table] == [
+        ("trec", "validation"),
+        ("trec", "test"),
+        ("rotten_tomatoes", "validation"),
+        ("rotten_tomatoes", "test"),
+    ]
     assert table[1]["heldout_in_train"] == 11 and all(r["train_rows_after"] == 0 for r in table)
 
 

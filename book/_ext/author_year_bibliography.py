@@ -7,6 +7,7 @@ and title, each labelled as it is cited in the text ("Wang et al., 2020", "Li an
 "2019a", "2019b" where two entries would share a label). Select it with
 `bibtex_default_style: authoryear` in _config.yml.
 """
+
 from __future__ import annotations
 
 from collections import Counter

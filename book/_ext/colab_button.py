@@ -6,6 +6,7 @@ labelled just "Colab". This handler runs after the theme's (priority 501) and on
 changes the label and tooltip; the link itself is the theme's:
 ``<colab_url>/github/<owner>/<repo>/blob/<branch>/<path_to_book>/<page>.ipynb``.
 """
+
 from __future__ import annotations
 
 from sphinx.application import Sphinx

@@ -14,6 +14,7 @@ extension runs just before that step and
 
 A missing key still fails the strict build (myst-nb's own warning).
 """
+
 from __future__ import annotations
 
 from docutils import nodes

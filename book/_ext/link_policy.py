@@ -8,6 +8,7 @@
   are ignored, so that the check passes offline. When they are checked, their #anchors are
   checked too (linkcheck_anchors).
 """
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@
   configuration script twice under jupyter-book, and the second copy fails in the
   browser ("Identifier 'THEBE_JS_URL' has already been declared").
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -11,6 +11,7 @@
 Theme options set in _config.yml's `sphinx.config.html_theme_options` would replace the ones
 jupyter-book derives from the `html:` and `launch_buttons:` sections, so they are set here.
 """
+
 from __future__ import annotations
 
 import hashlib
