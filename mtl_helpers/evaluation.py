@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from seqeval.metrics.sequence_labeling import get_entities
 from sklearn.metrics import f1_score
 
-from .batches import WordAlignment, to_device
+from .batches import TokenizedTasks, WordAlignment, make_loader, to_device
 from .data import TaskData
 from .errors import MTLError
+from .model import check_model_fits
 
 PRIMARY_METRIC = {"sentence": "accuracy", "token": "entity_f1"}
 
@@ -114,7 +115,8 @@ def evaluate_task(model, task: TaskData, split: str, loader, device: torch.devic
             with (autocast() if autocast is not None else contextlib.nullcontext()):
                 logits = model(task.name, batch).float()
             labels = batch["labels"]
-            loss_sum += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum").item()
+            loss_sum += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                                        reduction="sum").item()
             count += int((labels != -100).sum())
             predicted, labels = logits.argmax(-1).cpu(), labels.cpu()
             if task.level == "sentence":
@@ -131,11 +133,60 @@ def evaluate_task(model, task: TaskData, split: str, loader, device: torch.devic
     loss = loss_sum / max(count, 1)
     if task.level == "sentence":
         outcomes = (np.array(preds) == np.array(golds)).astype(np.int8)
+        macro_f1 = f1_score(golds, preds, average="macro", labels=range(len(task.label_names)), zero_division=0)
         metrics = {"accuracy": float(outcomes.mean()) if len(outcomes) else float("nan"),
-                   "macro_f1": float(f1_score(golds, preds, average="macro", labels=range(len(task.label_names)), zero_division=0)),
-                   "loss": loss}
+                   "macro_f1": float(macro_f1), "loss": loss}
     else:
         outcomes, scores = _token_metrics(task, preds, golds, words)
         metrics = {"entity_f1": scores.pop("entity_f1"), "token_accuracy": scores.pop("token_accuracy"),
                    "loss": loss, **scores}
     return TaskEvaluation(task.name, split, task.level, metrics, outcomes, seconds)
+
+
+def precision_autocast(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager] | None:
+    """What runs the forward in `precision` ("fp32": nothing; "bf16": torch.autocast on the device's type)."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise MTLError(f"precision={precision!r} is not supported; use 'fp32' or 'bf16'.")
+    return None
+
+
+def length_order(rows: Sequence[dict]) -> list[int]:
+    """Row indices shortest first (little padding per batch); the given order for rows without tokens
+    (cached features)."""
+    if rows and "input_ids" in rows[0]:
+        return sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    return list(range(len(rows)))
+
+
+def score_rows(model, task: TaskData, split: str, rows: Sequence[dict], collate, device: torch.device,
+               batch_size: int, autocast=None, words: Sequence[WordAlignment] | None = None,
+               pin_memory: bool = False) -> TaskEvaluation:
+    """`evaluate_task` on prepared rows (tokenized, or cached features): scored in length order, the
+    outcomes returned in the rows' own order, so that runs stay comparable example by example.
+    Token tasks need `words`, one WordAlignment per row in the rows' order."""
+    order = length_order(rows)
+    loader = make_loader([rows[i] for i in order], collate, batch_size, False, pin_memory=pin_memory)
+    ordered_words = [words[i] for i in order] if words is not None else None
+    result = evaluate_task(model, task, split, loader, device, autocast, ordered_words)
+    restored = np.empty_like(result.outcomes)
+    restored[order] = result.outcomes
+    result.outcomes = restored
+    return result
+
+
+def score_task(model, tokenizer, task: TaskData, split: str = "validation", *, batch_size: int = 128,
+               max_length: int = 128, padding: str = "longest", precision: str = "fp32",
+               device: torch.device | None = None) -> TaskEvaluation:
+    """Metrics and per-example outcomes of `model` on one split of `task`, without a Trainer: the rows are
+    tokenized as a Trainer with these settings would, scored shortest first on `device` (default: where
+    the model's parameters are), and the outcomes kept in the split's row order; token tasks are scored
+    over every word. `trainer.evaluate_outcomes` gives the same result for the same settings."""
+    check_model_fits(model, tokenizer, [task])
+    device = device if device is not None else next(model.parameters()).device
+    tokenized = TokenizedTasks({task.name: task}, tokenizer, max_length, padding)
+    rows = tokenized.rows(task.name, split)
+    words = tokenized.alignments(task.name, split) if task.level == "token" else None
+    return score_rows(model, task, split, rows, tokenized.collator(task.name), device, batch_size,
+                      precision_autocast(precision, device), words, pin_memory=device.type == "cuda")

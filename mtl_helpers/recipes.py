@@ -20,6 +20,7 @@ from .callbacks import GradualUnfreezing, History, ulmfit_stages
 from .data import TaskData
 from .encoder import DEFAULT_MODEL_ID, load_encoder, truncate_encoder
 from .errors import MTLError
+from .evaluation import TaskEvaluation, score_task
 from .experiments import run_seeds
 from .groups import train_only
 from .model import MultiTaskModel
@@ -136,19 +137,25 @@ def train_recipe(recipe: Recipe, tasks: Sequence[TaskData], seed: int, profile: 
     return trainer
 
 
-def evaluate_transfer(trainer: Trainer, head: str, data: TaskData, split: str = "test"):
+def _label_stems(names: Sequence[str]) -> list[str]:
+    return [n[:3].lower() for n in names]  # "neg"/"negative" name the same class
+
+
+def evaluate_transfer(trainer: Trainer, head: str, data: TaskData, split: str = "test") -> TaskEvaluation:
     """Score the head of task `head` on another data set with the same labels (e.g. SST-2's head on
-    Rotten Tomatoes): out-of-distribution evaluation without training on it."""
-    same = lambda names: [n[:3].lower() for n in names]  # noqa: E731 - "neg"/"negative" name the same class
-    if same(data.label_names) != same(trainer.tasks[head].label_names):
-        raise MTLError(f"{data.name}'s labels {data.label_names} differ from {head}'s {trainer.tasks[head].label_names}.")
-    probe = Trainer(trainer.model, trainer.tokenizer, [replace_name(data, head)],
-                    TrainConfig(eval_batch_size=trainer.config.eval_batch_size, eval_every=None, progress=False,
-                                device=trainer.config.device))
-    return probe.evaluate_outcomes(split)[head]
+    Rotten Tomatoes): out-of-distribution evaluation without training on it, tokenized and scored as
+    the trainer scores its own tasks (its max_length, padding, precision, device and eval batch size)."""
+    if _label_stems(data.label_names) != _label_stems(trainer.tasks[head].label_names):
+        raise MTLError(f"{data.name}'s labels {data.label_names} differ from {head}'s "
+                       f"{trainer.tasks[head].label_names}; a head can only be scored on data with its own labels.")
+    config = trainer.config
+    return score_task(trainer.model, trainer.tokenizer, replace_name(data, head), split,
+                      batch_size=config.eval_batch_size, max_length=config.max_length, padding=config.padding,
+                      precision=config.precision, device=trainer.device)
 
 
 def replace_name(task: TaskData, name: str) -> TaskData:
+    """A shallow copy of `task` under another name (its data shared): how the head `name` reads it."""
     clone = copy.copy(task)
     clone.name = name
     return clone

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import mtl_helpers.evaluation as evaluation_module
 import mtl_helpers.train as train_module
 from mtl_helpers import Trainer, TrainConfig, assert_frozen_unchanged, changed_groups, freeze, make_loader, snapshot
 
@@ -27,7 +28,8 @@ def loader_calls(monkeypatch) -> list[dict]:
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "make_loader", spy)
+    monkeypatch.setattr(train_module, "make_loader", spy)  # training loaders
+    monkeypatch.setattr(evaluation_module, "make_loader", spy)  # scoring loaders (score_rows)
     return calls
 
 

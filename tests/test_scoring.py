@@ -120,3 +120,52 @@ def test_evaluate_task_refuses_token_scoring_without_or_with_misordered_words(ma
     misordered = tokenized.alignments("conll2003", "validation")[::-1]
     with pytest.raises(MTLError, match=r"sentence 0: the word alignment does not fit the loader's labels"):
         evaluate_task(model, conll, "validation", loader, cpu, words=misordered)
+
+
+# ---------------------------------------------------------------- scoring without a Trainer
+
+
+@pytest.mark.parametrize("level", ["sentence", "token"])
+def test_score_task_gives_the_trainers_outcomes(make_model, tokenizer, trec, conll, level):
+    """The free function and trainer.evaluate_outcomes: equal metrics and bitwise equal outcomes in the
+    split's row order (token task: cut at CUT_LENGTH, so words without a prediction count too)."""
+    from mtl_helpers import score_task
+
+    task = trec if level == "sentence" else conll
+    model = make_model([task])
+    trainer = Trainer(model, tokenizer, [task], TrainConfig(max_length=CUT_LENGTH, eval_batch_size=16, progress=False,
+                                                            eval_every=None, device="cpu"))
+    mine = trainer.evaluate_outcomes("validation")[task.name]
+    free = score_task(model, tokenizer, task, "validation", batch_size=16, max_length=CUT_LENGTH)
+    assert free.metrics == mine.metrics
+    assert free.outcomes.dtype == mine.outcomes.dtype and (free.outcomes == mine.outcomes).all()
+    assert len(free.outcomes) == len(task.splits["validation"])
+
+
+def test_score_task_refuses_a_head_that_does_not_fit_the_task(make_model, tokenizer, trec, conll):
+    from mtl_helpers import MTLError, score_task
+    from mtl_helpers.recipes import replace_name
+
+    model = make_model([trec])
+    with pytest.raises(MTLError, match=r"Head 'trec' is a sentence head .* Build the model with MultiTaskModel"):
+        score_task(model, tokenizer, replace_name(conll, "trec"), "validation")
+
+
+def test_evaluate_transfer_scores_like_the_trainer_without_building_an_optimizer(make_model, tokenizer, trec,
+                                                                                monkeypatch):
+    from mtl_helpers.recipes import evaluate_transfer, replace_name
+
+    model = make_model([trec])
+    trainer = Trainer(model, tokenizer, [trec], TrainConfig(eval_batch_size=16, progress=False, eval_every=None))
+    own = trainer.evaluate_outcomes("validation")["trec"]
+    built = []
+    real_init = torch.optim.AdamW.__init__
+
+    def spy(self, *args, **kwargs):
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "__init__", spy)
+    result = evaluate_transfer(trainer, "trec", replace_name(trec, "trec_again"), "validation")
+    assert not built  # scoring a head needs no second Trainer: no optimizer, no audit, no device move
+    assert result.task == "trec" and result.metrics == own.metrics and (result.outcomes == own.outcomes).all()
