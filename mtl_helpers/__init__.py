@@ -10,7 +10,16 @@ from transformers import set_seed  # noqa: E402
 from .batches import TokenizedTasks, encode_rows, make_collator, make_loader, multitask_stream, task_schedule  # noqa: E402
 from .callbacks import Callback, Evaluation, GradualUnfreezing, History, PeakMemory, ProgressBar, Stage, ulmfit_stages  # noqa: E402
 from .data import TASKS, TaskData, find_data_dir, load_task, normalize_text, split_overlap, split_table  # noqa: E402
-from .encoder import DEFAULT_MODEL_ID, default_model_path, load_encoder, mean_pool, truncate_encoder  # noqa: E402
+from .config import TrainConfig  # noqa: E402
+from .encoder import (  # noqa: E402
+    DEFAULT_MODEL_ID,
+    default_model_path,
+    load_encoder,
+    mean_pool,
+    model_label,
+    pick_device,
+    truncate_encoder,
+)
 from .errors import (  # noqa: E402
     DataError,
     FrozenParameterChanged,
@@ -22,14 +31,13 @@ from .errors import (  # noqa: E402
     UnknownTaskError,
     UnsupportedEncoderError,
 )
-from .evaluation import PRIMARY_METRIC, TaskEvaluation, evaluate_task  # noqa: E402
+from .evaluation import PRIMARY_METRIC, TaskEvaluation, evaluate_task, score_task  # noqa: E402
 from .experiments import chosen_value, run_seeds, sweep_table  # noqa: E402
 from .recipes import Recipe, run_recipe, train_recipe  # noqa: E402
 from .features import FeatureCache, embed_rows, embed_texts  # noqa: E402
 from .groups import (  # noqa: E402
     assert_frozen_unchanged,
     changed_groups,
-    count_trainable,
     freeze,
     layer_groups,
     snapshot,
@@ -47,6 +55,7 @@ from .optim import (  # noqa: E402
     audit_optimizer,
     discriminative_param_groups,
     discriminative_rates,
+    fused_adamw,
     gradual_unfreezing_stages,
     slanted_triangular,
     spread_factor,
@@ -64,6 +73,7 @@ from .params import (  # noqa: E402
 from .profiles import PROFILES, Profile, get_profile  # noqa: E402
 from .results import RunRecord, check_comparable, glue, load_records, records_frame, save_record  # noqa: E402
 from .stats import RULE, Comparison, compare, summarize  # noqa: E402
-from .train import Trainer, TrainConfig  # noqa: E402
+from .state import StepRecord, TrainerState  # noqa: E402
+from .train import Trainer  # noqa: E402
 
 __version__ = "0.2.0"

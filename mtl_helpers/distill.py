@@ -29,7 +29,8 @@ LWF_WEIGHT = 1.0  # Li and Hoiem's lambda_o
 LWF_TEMPERATURE = 2.0  # their T
 
 
-def head_outputs(model: MultiTaskModel, batch: Mapping[str, torch.Tensor], tasks: Iterable[str]) -> dict[str, torch.Tensor]:
+def head_outputs(model: MultiTaskModel, batch: Mapping[str, torch.Tensor],
+                 tasks: Iterable[str]) -> dict[str, torch.Tensor]:
     """Logits of several heads from one pass of the backbone (a sentence head reads the mean-pooled
     states, a token head every token state), as `model(task, batch)` computes them one at a time."""
     tasks = list(tasks)
@@ -123,8 +124,8 @@ class DistillationTrainer(Trainer):
         for name in self.protect:
             mine, theirs = model.head(name), self.teacher.head(name)
             if (mine.level, mine.num_labels) != (theirs.level, theirs.num_labels):
-                raise MTLError(f"The teacher's head {name!r} ({theirs.level}, {theirs.num_labels} classes) differs from "
-                               f"the student's ({mine.level}, {mine.num_labels} classes).")
+                raise MTLError(f"The teacher's head {name!r} ({theirs.level}, {theirs.num_labels} classes) differs "
+                               f"from the student's ({mine.level}, {mine.num_labels} classes).")
         self.teacher.requires_grad_(False)
         self.teacher.to(self.device)
         self.teacher.eval()
@@ -145,11 +146,8 @@ class DistillationTrainer(Trainer):
     def loss(self, task: str, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if task in self.protect or self.distill_weight == 0:
             return super().loss(task, batch)
-        outputs = head_outputs(self.model, batch, [task, *self.protect])
-        logits = outputs[task]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch["labels"].reshape(-1), ignore_index=-100)
-        loss = loss * (self.config.loss_weights or {}).get(task, 1.0)
-        return loss + self.distillation_term(batch, outputs)
+        outputs = head_outputs(self.model, batch, [task, *self.protect])  # one backbone pass for all heads
+        return self.task_loss(task, outputs[task], batch) + self.distillation_term(batch, outputs)
 
     def settings(self) -> dict:
         return {"protect": list(self.protect), "weight": self.distill_weight, "temperature": self.temperature}

@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+import torch
 from torch import nn
 from torch.optim import Optimizer
 
@@ -73,6 +74,15 @@ def param_groups_for(
                 out.append({"params": chosen, "lr": rates[name], "peak_lr": rates[name],
                             "weight_decay": weight_decay if decay else 0.0, "name": name + suffix})
     return out
+
+
+def fused_adamw(groups: list[dict]) -> torch.optim.AdamW:
+    """AdamW as one fused kernel where torch has one: several times faster than the per-tensor
+    default on MiniLM's 22.7M parameters; the default elsewhere."""
+    try:
+        return torch.optim.AdamW(groups, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups)
 
 
 def discriminative_param_groups(
@@ -153,7 +163,8 @@ class RateSchedule:
     def multiplier(self) -> float:
         if self.kind == "constant":
             return 1.0
-        return slanted_triangular(min(self.step_in_cycle, self.total_steps - 1), self.total_steps, self.cut_frac, self.ratio)
+        step = min(self.step_in_cycle, self.total_steps - 1)
+        return slanted_triangular(step, self.total_steps, self.cut_frac, self.ratio)
 
     def apply(self, optimizer: Optimizer) -> dict[str, float]:
         """Set the rates of the coming step; returns them by group name."""
@@ -187,7 +198,8 @@ def gradual_unfreezing_stages(model: nn.Module, n_stages: int | None = None) -> 
         chunks = [[d] for d in depths]
     else:
         if isinstance(n_stages, bool) or not isinstance(n_stages, int) or not 2 <= n_stages <= len(depths) + 1:
-            raise ValueError(f"n_stages must be an integer from 2 to {len(depths) + 1} (heads, then the {len(depths)} backbone depths), got {n_stages!r}.")
+            raise ValueError(f"n_stages must be an integer from 2 to {len(depths) + 1} (heads, then the "
+                             f"{len(depths)} backbone depths), got {n_stages!r}.")
         sizes = [len(c) for c in np.array_split(np.arange(len(depths)), n_stages - 1)][::-1]
         starts = np.cumsum([0, *sizes])
         chunks = [depths[a:b] for a, b in zip(starts[:-1], starts[1:])]
@@ -202,6 +214,7 @@ __all__ = [
     "audit_optimizer",
     "discriminative_param_groups",
     "discriminative_rates",
+    "fused_adamw",
     "gradual_unfreezing_stages",
     "lr_table",
     "param_groups_for",

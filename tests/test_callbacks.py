@@ -130,3 +130,44 @@ def test_evaluation_every_half_epoch(tokenizer, trec):
     trainer.fit(1)
     assert list(trainer.history.frame()["step"]) == [3, 6]
     assert list(trainer.history.frame()["epoch"]) == [0.5, 1.0]
+
+
+# ---------------------------------------------------------------- the order callbacks run in
+
+
+class Log(Callback):
+    """Appends its name to a shared log at every fit start and step end."""
+
+    def __init__(self, name, order, log):
+        self.name, self.order, self.log = name, order, log
+
+    def on_fit_start(self, trainer):
+        self.log.append(("start", self.name))
+
+    def on_step_end(self, trainer, step):
+        self.log.append((trainer.global_step, self.name))
+
+
+def test_the_trainer_runs_callbacks_by_order_then_insertion_whatever_order_they_were_passed_in(tokenizer, trec):
+    log = []
+    late, first_tie, second_tie, early = (Log(name, order, log) for name, order in
+                                          (("late", 20), ("tie 1", 0), ("tie 2", 0), ("early", -50)))
+    trainer = Trainer(build("bert", [trec]), tokenizer, [trec], TrainConfig(eval_every=None, **FAST),
+                      callbacks=[late, first_tie, second_tie])
+    trainer.callbacks.append(early)  # added last, runs first
+    trainer.fit(2 / 6)  # two steps
+    expected = ["early", "tie 1", "tie 2", "late"]
+    assert log == [("start", n) for n in expected] + [(s, n) for s in (1, 2) for n in expected]
+
+
+def test_at_a_stage_boundary_the_evaluation_belongs_to_the_stage_that_trained(tokenizer, trec):
+    """GradualUnfreezing passed before Evaluation still runs after it: the scores taken at the step
+    where the heads stage ends are labelled with that stage, not with the stage about to start."""
+    model = build("bert", [trec])
+    stages = [Stage(["heads"], 1.0, name="heads only"), Stage(["layer.2"], 1.0, name="+layer.2")]
+    trainer = Trainer(model, tokenizer, [trec], TrainConfig(eval_every=None, **FAST),
+                      callbacks=[GradualUnfreezing(stages), Evaluation(every=1.0)])
+    trainer.fit(2)
+    frame = trainer.history.frame()
+    assert list(frame["step"]) == [6, 12]
+    assert list(frame["stage"]) == ["heads only", "+layer.2"]

@@ -131,8 +131,8 @@ def test_scores_follow_the_weights_not_the_step_count(make_model, tokenizer, tre
     assert trained_more["loss"] != fresh.metrics["loss"]  # so a stale score would have shown
 
     calls = []
-    scorer = mtl_helpers.train.evaluate_task
-    monkeypatch.setattr(mtl_helpers.train, "evaluate_task", lambda *a, **k: calls.append(1) or scorer(*a, **k))
+    scorer = mtl_helpers.evaluation.evaluate_task  # what every scoring path (score_rows, score_task) runs
+    monkeypatch.setattr(mtl_helpers.evaluation, "evaluate_task", lambda *a, **k: calls.append(1) or scorer(*a, **k))
     model.eval()
     assert trainer.evaluate() == {"trec": fresh.metrics} and not calls  # the mode is no part of the weights
     model.train()
