@@ -361,3 +361,17 @@ def test_feature_cache_keeps_each_split_under_its_own_key(make_model, tokenizer,
     first = cache.rows("trec", "validation")
     assert cache.rows("trec", "validation") is first
     assert ("trec", "validation") in cache._rows and all(len(k) == 2 and isinstance(k[0], str) for k in cache._rows)
+
+
+def test_the_run_counters_live_in_the_state_and_read_through_the_trainer(make_model, tokenizer, trec):
+    trainer = Trainer(make_model([trec]), tokenizer, [trec], TrainConfig(eval_every=None, **FAST))
+    trainer.fit(0.5)  # 96 rows at batch 16: 6 steps per epoch, 3 in this fit
+    state = trainer.state
+    assert (state.global_step, state.step_in_fit, state.total_steps, state.steps_per_epoch) == (3, 3, 3, 6)
+    assert (state.examples_seen, state.fits_started, state.fit_completed) == (48, 1, True)
+    names = ["global_step", "step_in_fit", "epochs_done", "steps_per_epoch", "total_steps", "fit_epochs", "stage",
+             "fit_completed", "examples_seen", "train_seconds", "peak_memory_mb", "memory_method", "trained_groups"]
+    assert all(getattr(trainer, n) == getattr(state, n) for n in names)
+    assert trainer.trained_groups is state.trained_groups and set(state.trained_groups) >= {"head.trec"}
+    with pytest.raises(AttributeError):
+        trainer.global_step = 0  # the counters change in one place: trainer.state
