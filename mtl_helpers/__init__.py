@@ -7,6 +7,7 @@ The modules, bottom to top: the data (`tasks` the registry, `leakage` shared tex
 and the book's experiments (`runs`: an arm over seeds; `recipes`: named ways to train; `arms`: the
 shared arms the chapters reuse).
 """
+
 __version__ = "0.3.0"  # the one place the version is written (pyproject.toml reads it)
 
 import warnings
@@ -22,7 +23,16 @@ from .callbacks import Callback, Evaluation, GradualUnfreezing, History, PeakMem
 from .leakage import normalize_text, split_overlap  # noqa: E402
 from .loading import load_task, split_table  # noqa: E402
 from .sources import find_data_dir  # noqa: E402
-from .encoder import DEFAULT_MODEL_ID, default_model_path, load_encoder, mean_pool, truncate_encoder  # noqa: E402
+from .config import TrainConfig  # noqa: E402
+from .encoder import (  # noqa: E402
+    DEFAULT_MODEL_ID,
+    default_model_path,
+    load_encoder,
+    mean_pool,
+    model_label,
+    pick_device,
+    truncate_encoder,
+)
 from .errors import (  # noqa: E402
     DataError,
     FrozenParameterChanged,
@@ -34,13 +44,12 @@ from .errors import (  # noqa: E402
     UnknownTaskError,
     UnsupportedEncoderError,
 )
-from .evaluation import PRIMARY_METRIC, TaskEvaluation, evaluate_task  # noqa: E402
+from .evaluation import PRIMARY_METRIC, TaskEvaluation, evaluate_task, score_task  # noqa: E402
 from .recipes import Recipe, run_recipe, train_recipe  # noqa: E402
 from .features import FeatureCache, embed_rows, embed_texts  # noqa: E402
 from .groups import (  # noqa: E402
     assert_frozen_unchanged,
     changed_groups,
-    count_trainable,
     freeze,
     layer_groups,
     snapshot,
@@ -58,6 +67,7 @@ from .optim import (  # noqa: E402
     audit_optimizer,
     discriminative_param_groups,
     discriminative_rates,
+    fused_adamw,
     gradual_unfreezing_stages,
     slanted_triangular,
     spread_factor,
@@ -78,5 +88,5 @@ from .records import RunRecord, check_comparable, load_records, records_frame, s
 from .runs import chosen_value, run_seeds, sweep_table  # noqa: E402
 from .glue import glue  # noqa: E402
 from .stats import RULE, Comparison, compare, summarize  # noqa: E402
-from .train import Trainer, TrainConfig  # noqa: E402
-
+from .state import StepRecord, TrainerState  # noqa: E402
+from .train import Trainer  # noqa: E402

@@ -1,10 +1,28 @@
 """What the training loop does besides stepping, as callbacks: the history, a progress bar,
 evaluation with a best checkpoint, peak memory, and gradual unfreezing (ULMFiT's stages).
 
-A callback overrides any of `on_fit_start(trainer)`, `on_step_end(trainer, step)`,
-`on_epoch_end(trainer)` and `on_fit_end(trainer)`. It may freeze or unfreeze groups through the
-trainer at any of them: the optimizer, the schedule and the clipping follow.
+A callback overrides any of `on_fit_start(trainer)`, `on_step_end(trainer, step)` (`step`: a
+`StepRecord`), `on_epoch_end(trainer)` and `on_fit_end(trainer)`. It may freeze or unfreeze groups
+through the trainer at any of them: the optimizer, the schedule and the clipping follow.
+
+Order, as fastai's `Callback.order`: the trainer runs its callbacks sorted by `order` (lowest first),
+callbacks of equal order in the order they were added, whatever order they were passed in:
+
+    History (-40) < PeakMemory (-30) < ProgressBar (-20) < Evaluation (-10) < Callback (0)
+        < GradualUnfreezing (10)
+
+- History first: a fit's entry opens with the stage `fit` was given, before any callback relabels
+  the stage, and each step is recorded before a later callback can raise (an interrupted fit keeps it).
+- PeakMemory resets the peak before other callbacks allocate at the start of a fit.
+- ProgressBar only displays; it names the bar after the fit's own stage, as History does.
+- Evaluation before every callback that may change what trains: at a stage boundary of gradual
+  unfreezing (the step at which one stage ends and the next begins), the scores, the checkpoint and
+  the history's `stage` belong to the stage that trained those weights, not to the one about to start.
+- Your own callbacks (order 0) see the step after it was recorded and scored.
+- GradualUnfreezing last: it changes what trains from the next step on, once everything that reports
+  on the step just taken has run.
 """
+
 from __future__ import annotations
 
 import io
@@ -13,6 +31,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,19 +41,27 @@ from tqdm.std import tqdm
 
 from .errors import MTLError
 from .evaluation import PRIMARY_METRIC
+from .optim import gradual_unfreezing_stages
 from .jsonio import atomic_write_bytes
+from .state import StepRecord
+
+if TYPE_CHECKING:
+    from .model import MultiTaskModel
+    from .train import Trainer
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing. `order` places it among the trainer's callbacks (module docstring)."""
 
-    def on_fit_start(self, trainer) -> None: ...
+    order: int = 0
 
-    def on_step_end(self, trainer, step: dict) -> None: ...
+    def on_fit_start(self, trainer: Trainer) -> None: ...
 
-    def on_epoch_end(self, trainer) -> None: ...
+    def on_step_end(self, trainer: Trainer, step: StepRecord) -> None: ...
 
-    def on_fit_end(self, trainer) -> None: ...
+    def on_epoch_end(self, trainer: Trainer) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer) -> None: ...
 
 
 class History(Callback):
@@ -42,20 +69,29 @@ class History(Callback):
     "interrupted" (cut short after at least one step: Ctrl-C or an error; the weights changed), or
     "failed" (an error before the first step, e.g. nothing trainable: no weight changed)."""
 
+    order = -40
+
     def __init__(self) -> None:
         self._steps: list[dict] = []
         self.evals: list[dict] = []
         self.fits: list[dict] = []
 
-    def on_fit_start(self, trainer) -> None:
-        self.fits.append({"stage": trainer.stage, "start_step": trainer.global_step, "steps": 0, "completed": False,
-                          "outcome": "running"})
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.fits.append(
+            {
+                "stage": trainer.stage,
+                "start_step": trainer.global_step,
+                "steps": 0,
+                "completed": False,
+                "outcome": "running",
+            }
+        )
 
-    def on_step_end(self, trainer, step: dict) -> None:
-        self._steps.append(step)  # the loss stays a tensor until read: no host sync per step
+    def on_step_end(self, trainer: Trainer, step: StepRecord) -> None:
+        self._steps.append(step.as_dict())  # the loss stays a tensor until read: no host sync per step
         self.fits[-1]["steps"] += 1
 
-    def on_fit_end(self, trainer) -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         fit = self.fits[-1]
         fit["completed"] = trainer.fit_completed
         # step_in_fit counts optimizer steps taken, even one whose step-end callbacks then raised
@@ -86,9 +122,17 @@ class History(Callback):
         step changed nothing and does not count."""
         return any(f["outcome"] == "interrupted" for f in self.fits)
 
-    def add_eval(self, trainer, split: str, task: str, metrics: dict) -> None:
-        self.evals.append({"epoch": round(trainer.epochs_done, 4), "step": trainer.global_step, "stage": trainer.stage,
-                           "task": task, "split": split.replace("train_eval", "train"), **metrics})
+    def add_eval(self, trainer: Trainer, split: str, task: str, metrics: dict) -> None:
+        self.evals.append(
+            {
+                "epoch": round(trainer.epochs_done, 4),
+                "step": trainer.global_step,
+                "stage": trainer.stage,
+                "task": task,
+                "split": split.replace("train_eval", "train"),
+                **metrics,
+            }
+        )
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.evals)
@@ -112,14 +156,22 @@ class History(Callback):
 class ProgressBar(Callback):
     """A text progress bar over the fit's steps (plain text, so it also works outside Jupyter widgets)."""
 
-    def on_fit_start(self, trainer) -> None:
-        self.bar = tqdm(total=trainer.total_steps, desc=trainer.stage or "training", mininterval=2, ncols=90,
-                        leave=False, file=sys.stderr)
+    order = -20
 
-    def on_step_end(self, trainer, step: dict) -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.bar = tqdm(
+            total=trainer.total_steps,
+            desc=trainer.stage or "training",
+            mininterval=2,
+            ncols=90,
+            leave=False,
+            file=sys.stderr,
+        )
+
+    def on_step_end(self, trainer: Trainer, step: StepRecord) -> None:
         self.bar.update()
 
-    def on_fit_end(self, trainer) -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         self.bar.close()
 
 
@@ -128,25 +180,32 @@ class Evaluation(Callback):
     history; with `checkpoint_path`, saves the weights whenever the mean validation score is the best
     so far (atomically)."""
 
-    def __init__(self, splits: tuple[str, ...] = ("validation",), every: float | None = 1.0,
-                 checkpoint_path: str | os.PathLike | None = None, tasks: tuple[str, ...] | None = None):
+    order = -10
+
+    def __init__(
+        self,
+        splits: tuple[str, ...] = ("validation",),
+        every: float | None = 1.0,
+        checkpoint_path: str | os.PathLike | None = None,
+        tasks: tuple[str, ...] | None = None,
+    ):
         if every is not None and not (math.isfinite(every) and every > 0):
             raise MTLError(f"Evaluation(every=...) must be a positive number of epochs or None, got {every!r}.")
         self.splits, self.every, self.checkpoint_path, self.tasks = tuple(splits), every, checkpoint_path, tasks
         self.best = -math.inf
 
-    def on_fit_start(self, trainer) -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         self._due = []
         if self.every is not None:
             every_steps = max(1, round(self.every * trainer.steps_per_epoch))
             self._due = list(range(every_steps, trainer.total_steps + 1, every_steps))
         self._due = set(self._due) | {trainer.total_steps}
 
-    def on_step_end(self, trainer, step: dict) -> None:
+    def on_step_end(self, trainer: Trainer, step: StepRecord) -> None:
         if trainer.step_in_fit in self._due:
             self.run(trainer)
 
-    def run(self, trainer) -> None:
+    def run(self, trainer: Trainer) -> None:
         scores = []
         for split in self.splits:
             for task, result in trainer.evaluate_outcomes(split, self.tasks).items():
@@ -165,11 +224,13 @@ class PeakMemory(Callback):
     """Peak memory of each fit, measured one way per device: CUDA's allocator peak, or the process's
     peak resident set size (Linux: VmHWM, reset at the start of the fit; elsewhere sampled)."""
 
+    order = -30
+
     def __init__(self, interval: float = 0.01):
         self.interval = interval
         self.method = ""
 
-    def on_fit_start(self, trainer) -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         self.device = trainer.device
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -192,7 +253,7 @@ class PeakMemory(Callback):
         while not self._stop.wait(self.interval):
             self._peak = max(self._peak, process.memory_info().rss)
 
-    def on_fit_end(self, trainer) -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         if self.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(self.device)
         elif self._thread is None:
@@ -202,8 +263,8 @@ class PeakMemory(Callback):
             self._stop.set()
             self._thread.join()
             peak = max(self._peak, psutil.Process().memory_info().rss)
-        trainer.peak_memory_mb = max(trainer.peak_memory_mb, peak / 2**20)
-        trainer.memory_method = self.method
+        trainer.state.peak_memory_mb = max(trainer.state.peak_memory_mb, peak / 2**20)
+        trainer.state.memory_method = self.method
 
 
 @dataclass
@@ -225,11 +286,14 @@ class GradualUnfreezing(Callback):
     Fit for `total_epochs`; at the start, every group not in the first stage is frozen.
     """
 
+    order = 10
+
     def __init__(self, stages: list[Stage], restart_schedule: bool = True):
         if not stages:
             raise MTLError("GradualUnfreezing needs at least one stage.")
         for stage in stages:
-            if not (math.isfinite(stage.epochs) and stage.epochs > 0) or not (math.isfinite(stage.rate_scale) and stage.rate_scale > 0):
+            positive = [math.isfinite(v) and v > 0 for v in (stage.epochs, stage.rate_scale)]
+            if not all(positive):
                 raise MTLError(f"Every stage needs epochs > 0 and rate_scale > 0, got {stage}.")
         self.stages, self.restart_schedule = stages, restart_schedule
 
@@ -237,17 +301,19 @@ class GradualUnfreezing(Callback):
     def total_epochs(self) -> float:
         return sum(s.epochs for s in self.stages)
 
-    def on_fit_start(self, trainer) -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         if not math.isclose(trainer.fit_epochs, self.total_epochs, rel_tol=1e-6):
-            raise MTLError(f"GradualUnfreezing's stages add up to {self.total_epochs} epochs, but fit runs {trainer.fit_epochs}. "
-                           f"Call trainer.fit({self.total_epochs}).")
+            raise MTLError(
+                f"GradualUnfreezing's stages add up to {self.total_epochs} epochs, but fit runs "
+                f"{trainer.fit_epochs}. Call trainer.fit({self.total_epochs})."
+            )
         ends = np.cumsum([s.epochs for s in self.stages]) * trainer.steps_per_epoch
         self._starts = [0, *[max(1, round(e)) for e in ends[:-1]]]
         self._check_every_stage_has_a_step(trainer)
         trainer.freeze("all")
         self._enter(trainer, 0)
 
-    def _check_every_stage_has_a_step(self, trainer) -> None:
+    def _check_every_stage_has_a_step(self, trainer: Trainer) -> None:
         """Refuse a plan in which a stage would get no step: its groups would never train (or, if entered
         together with the next stage, train at that stage's rates), unlike the plan says."""
         lengths = np.diff([*self._starts, trainer.total_steps])
@@ -255,40 +321,43 @@ class GradualUnfreezing(Callback):
             return
         empty = int(np.argmin(lengths >= 1))
         stage = self.stages[empty]
-        raise MTLError(f"GradualUnfreezing has {len(self.stages)} stages but this fit has only "
-                       f"{trainer.total_steps} optimizer steps ({trainer.steps_per_epoch} per epoch, "
-                       f"{trainer.fit_epochs:g} epochs), and stage {empty + 1} (+{','.join(stage.groups)}, "
-                       f"{stage.epochs:g} epochs) would get none. Every stage needs at least one step: train for "
-                       "more epochs (a larger epochs_per_stage, or Recipe.epochs), use fewer stages, or a smaller "
-                       "batch size.")
+        raise MTLError(
+            f"GradualUnfreezing has {len(self.stages)} stages but this fit has only "
+            f"{trainer.total_steps} optimizer steps ({trainer.steps_per_epoch} per epoch, "
+            f"{trainer.fit_epochs:g} epochs), and stage {empty + 1} (+{','.join(stage.groups)}, "
+            f"{stage.epochs:g} epochs) would get none. Every stage needs at least one step: train for "
+            "more epochs (a larger epochs_per_stage, or Recipe.epochs), use fewer stages, or a smaller "
+            "batch size."
+        )
 
-    def _enter(self, trainer, index: int) -> None:
+    def _enter(self, trainer: Trainer, index: int) -> None:
         stage = self.stages[index]
         trainer.unfreeze(*stage.groups)
         trainer.scale_rates(stage.rate_scale)
         end = self._starts[index + 1] if index + 1 < len(self._starts) else trainer.total_steps
         if self.restart_schedule:
             trainer.schedule.restart(max(1, end - self._starts[index]))
-        trainer.stage = stage.name or "+" + ",".join(stage.groups)
+        trainer.state.stage = stage.name or "+" + ",".join(stage.groups)
         self.current = index
 
-    def on_step_end(self, trainer, step: dict) -> None:
+    def on_step_end(self, trainer: Trainer, step: StepRecord) -> None:
         # every stage that is due, in order: none is skipped even if several starts were to coincide
         while self.current + 1 < len(self.stages) and trainer.step_in_fit >= self._starts[self.current + 1]:
             self._enter(trainer, self.current + 1)
 
 
-def ulmfit_stages(trainer_or_model, n_stages: int = 4, epochs_per_stage: float = 1.0,
-                  rate_scales: tuple[float, ...] | None = None) -> list[Stage]:
+def ulmfit_stages(
+    trainer_or_model: Trainer | MultiTaskModel,
+    n_stages: int = 4,
+    epochs_per_stage: float = 1.0,
+    rate_scales: tuple[float, ...] | None = None,
+) -> list[Stage]:
     """Stages as fastai teaches ULMFiT: the heads, then the backbone from the top in a few chunks,
     about an epoch each, the top rate lowered at every stage (2e-2, 1e-2, 5e-3, then 1e-3 in fastai's
     example: scales 1, 1/2, 1/4, 1/20)."""
-    from .optim import gradual_unfreezing_stages
-
     model = getattr(trainer_or_model, "model", trainer_or_model)
     groups = gradual_unfreezing_stages(model, n_stages)
     scales = rate_scales or tuple([1.0, 0.5, 0.25, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05][: len(groups)])
     if len(scales) != len(groups):
         raise MTLError(f"rate_scales needs one scale per stage ({len(groups)}), got {len(scales)}.")
     return [Stage(g, epochs_per_stage, s) for g, s in zip(groups, scales)]
-

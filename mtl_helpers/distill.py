@@ -9,6 +9,7 @@ For every batch of a task that is not protected, the loss gains
 summed over the protected heads (T: the temperature; the T^2 keeps the gradient's scale independent
 of T, as in knowledge distillation). Batches of a protected task keep the plain loss.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,7 +30,9 @@ LWF_WEIGHT = 1.0  # Li and Hoiem's lambda_o
 LWF_TEMPERATURE = 2.0  # their T
 
 
-def head_outputs(model: MultiTaskModel, batch: Mapping[str, torch.Tensor], tasks: Iterable[str]) -> dict[str, torch.Tensor]:
+def head_outputs(
+    model: MultiTaskModel, batch: Mapping[str, torch.Tensor], tasks: Iterable[str]
+) -> dict[str, torch.Tensor]:
     """Logits of several heads from one pass of the backbone (a sentence head reads the mean-pooled
     states, a token head every token state), as `model(task, batch)` computes them one at a time."""
     tasks = list(tasks)
@@ -43,16 +46,19 @@ def head_outputs(model: MultiTaskModel, batch: Mapping[str, torch.Tensor], tasks
         head = model.head(task)
         if head.level == "token":
             if states is None:
-                raise MTLError(f"Head {task!r} is a token head, but the batch holds cached sentence features only; "
-                               "train without cache_features.")
+                raise MTLError(
+                    f"Head {task!r} is a token head, but the batch holds cached sentence features only; "
+                    "train without cache_features."
+                )
             out[task] = head(states)
         else:
             out[task] = head(pooled)
     return out
 
 
-def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
-                    mask: torch.Tensor | None = None) -> torch.Tensor:
+def distillation_kl(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """T^2 * KL(softmax(teacher/T) || softmax(student/T)), averaged over examples (or over the real
     tokens given by `mask` for token-level logits)."""
     log_s = F.log_softmax(student.float() / temperature, dim=-1)
@@ -64,20 +70,27 @@ def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: f
 
 
 def _check_positive(name: str, value, allow_zero: bool) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and (
-        value >= 0 if allow_zero else value > 0)
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
     if not ok:
         bound = ">= 0 (0: plain training, no distillation)" if allow_zero else "> 0"
-        raise MTLError(f"DistillationTrainer({name}={value!r}): the {name} must be a finite number {bound}; "
-                       f"Li and Hoiem use weight={LWF_WEIGHT:g} and temperature={LWF_TEMPERATURE:g}.")
+        raise MTLError(
+            f"DistillationTrainer({name}={value!r}): the {name} must be a finite number {bound}; "
+            f"Li and Hoiem use weight={LWF_WEIGHT:g} and temperature={LWF_TEMPERATURE:g}."
+        )
     return float(value)
 
 
 def _storages(model: torch.nn.Module) -> dict[tuple[str, int], str]:
     """Where each parameter and buffer keeps its data (device, storage address), with the tensor's name."""
     tensors = itertools.chain(model.named_parameters(), model.named_buffers())
-    return {(str(t.device), t.untyped_storage().data_ptr()): name
-            for name, t in tensors if t.untyped_storage().nbytes()}
+    return {
+        (str(t.device), t.untyped_storage().data_ptr()): name for name, t in tensors if t.untyped_storage().nbytes()
+    }
 
 
 def _check_no_shared_storage(student: MultiTaskModel, teacher: MultiTaskModel) -> None:
@@ -87,10 +100,12 @@ def _check_no_shared_storage(student: MultiTaskModel, teacher: MultiTaskModel) -
     theirs = _storages(teacher)
     shared = [name for key, name in _storages(student).items() if key in theirs]
     if shared:
-        raise MTLError(f"The teacher shares {len(shared)} tensors with the student (e.g. {shared[:2]}), so it is "
-                       "no separate copy: freezing it would freeze them in the student, and training the student "
-                       "would move the teacher. Leave teacher=None (the trainer copies the model), or pass "
-                       "copy.deepcopy(model).")
+        raise MTLError(
+            f"The teacher shares {len(shared)} tensors with the student (e.g. {shared[:2]}), so it is "
+            "no separate copy: freezing it would freeze them in the student, and training the student "
+            "would move the teacher. Leave teacher=None (the trainer copies the model), or pass "
+            "copy.deepcopy(model)."
+        )
 
 
 class DistillationTrainer(Trainer):
@@ -100,9 +115,19 @@ class DistillationTrainer(Trainer):
     training); it is frozen, runs in eval mode and under no_grad, and never changes. The distillation
     term is added to the loss of every batch of a task that is not protected."""
 
-    def __init__(self, model: MultiTaskModel, tokenizer, tasks, config=None, callbacks=(), *,
-                 protect: str | Sequence[str], teacher: MultiTaskModel | None = None,
-                 weight: float = LWF_WEIGHT, temperature: float = LWF_TEMPERATURE):
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        tokenizer,
+        tasks,
+        config=None,
+        callbacks=(),
+        *,
+        protect: str | Sequence[str],
+        teacher: MultiTaskModel | None = None,
+        weight: float = LWF_WEIGHT,
+        temperature: float = LWF_TEMPERATURE,
+    ):
         self.distill_weight = _check_positive("weight", weight, allow_zero=True)
         self.temperature = _check_positive("temperature", temperature, allow_zero=False)
         self.protect = [protect] if isinstance(protect, str) else list(protect)
@@ -111,26 +136,33 @@ class DistillationTrainer(Trainer):
         for name in self.protect:
             model.head(name)  # raises, naming the model's heads, when there is none
         if teacher is model:
-            raise MTLError("The teacher must be a separate copy of the model (it must not train); "
-                           "leave teacher=None to copy the model as it is now.")
+            raise MTLError(
+                "The teacher must be a separate copy of the model (it must not train); "
+                "leave teacher=None to copy the model as it is now."
+            )
         if teacher is not None:
             _check_no_shared_storage(model, teacher)
         super().__init__(model, tokenizer, tasks, config, callbacks)
         if all(name in self.protect for name in self.tasks):
-            raise MTLError(f"Every task of this trainer ({list(self.tasks)}) is protected, so no batch would be "
-                           "distilled; train on at least one task that is not in `protect`.")
+            raise MTLError(
+                f"Every task of this trainer ({list(self.tasks)}) is protected, so no batch would be "
+                "distilled; train on at least one task that is not in `protect`."
+            )
         self.teacher = copy.deepcopy(model) if teacher is None else teacher
         for name in self.protect:
             mine, theirs = model.head(name), self.teacher.head(name)
             if (mine.level, mine.num_labels) != (theirs.level, theirs.num_labels):
-                raise MTLError(f"The teacher's head {name!r} ({theirs.level}, {theirs.num_labels} classes) differs from "
-                               f"the student's ({mine.level}, {mine.num_labels} classes).")
+                raise MTLError(
+                    f"The teacher's head {name!r} ({theirs.level}, {theirs.num_labels} classes) differs "
+                    f"from the student's ({mine.level}, {mine.num_labels} classes)."
+                )
         self.teacher.requires_grad_(False)
         self.teacher.to(self.device)
         self.teacher.eval()
 
-    def distillation_term(self, batch: Mapping[str, torch.Tensor],
-                          student: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def distillation_term(
+        self, batch: Mapping[str, torch.Tensor], student: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """weight * T^2 * KL(teacher || student) summed over the protected heads, on this batch.
         `student`: the student's logits of the protected heads, when already computed."""
         if student is None:
@@ -145,11 +177,8 @@ class DistillationTrainer(Trainer):
     def loss(self, task: str, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if task in self.protect or self.distill_weight == 0:
             return super().loss(task, batch)
-        outputs = head_outputs(self.model, batch, [task, *self.protect])
-        logits = outputs[task]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch["labels"].reshape(-1), ignore_index=-100)
-        loss = loss * (self.config.loss_weights or {}).get(task, 1.0)
-        return loss + self.distillation_term(batch, outputs)
+        outputs = head_outputs(self.model, batch, [task, *self.protect])  # one backbone pass for all heads
+        return self.task_loss(task, outputs[task], batch) + self.distillation_term(batch, outputs)
 
     def settings(self) -> dict:
         return {"protect": list(self.protect), "weight": self.distill_weight, "temperature": self.temperature}

@@ -1,14 +1,21 @@
-"""Loading a Hugging Face encoder (offline default or any id/path) and mean pooling."""
+"""Loading a Hugging Face encoder (offline default or any id/path), mean pooling, cutting an encoder
+to its lower layers, the portable model name records carry, and the device to run on."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers.utils import logging as hf_logging
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import MTLError, ModelLoadError
+from .errors import ModelLoadError, MTLError
+from .groups import LAYER_COUNT_FIELDS, transformer_blocks
+
+if TYPE_CHECKING:
+    from .model import MultiTaskModel
 
 # The hub's loading bars would otherwise land in every stored notebook.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -73,9 +80,7 @@ def mean_pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch
 def truncate_encoder(encoder: PreTrainedModel, n_layers: int) -> PreTrainedModel:
     """The same pretrained encoder with only its lower `n_layers` transformer layers (in place):
     a smaller backbone without a download. The record's model name gets a `[:n]` suffix."""
-    from .groups import LAYER_COUNT_FIELDS, _layer_list
-
-    list_path, blocks = _layer_list(encoder)
+    list_path, blocks = transformer_blocks(encoder)
     if isinstance(n_layers, bool) or not isinstance(n_layers, int) or not 1 <= n_layers <= len(blocks):
         raise ValueError(f"n_layers must be an integer from 1 to {len(blocks)}, got {n_layers!r}.")
     parent = encoder.get_submodule(list_path.rsplit(".", 1)[0]) if "." in list_path else encoder
@@ -87,16 +92,7 @@ def truncate_encoder(encoder: PreTrainedModel, n_layers: int) -> PreTrainedModel
     return encoder
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MTLError(f"TrainConfig(device={name!r}) asks for a GPU, but torch sees none on this machine "
-                       f"(torch {torch.__version__}). Use device='auto' or 'cpu'.")
-    return torch.device(name)
-
-
-def model_label(model: torch.nn.Module) -> str:
+def model_label(model: MultiTaskModel) -> str:
     """A portable model name for records: never a local folder path."""
     source = str(getattr(model.encoder.config, "name_or_path", "") or type(model.encoder).__name__)
     if source == default_model_path():
@@ -105,3 +101,15 @@ def model_label(model: torch.nn.Module) -> str:
         label = source.rstrip("/").split("/")[-1] if source.startswith("/") else source
     layers = getattr(model.encoder.config, "mtl_truncated_to", None)
     return f"{label}[:{layers}]" if layers else label
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """The torch device for a TrainConfig.device name; "auto" is the GPU when torch sees one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MTLError(
+            f"TrainConfig(device={name!r}) asks for a GPU, but torch sees none on this machine "
+            f"(torch {torch.__version__}). Use device='auto' or 'cpu'."
+        )
+    return torch.device(name)

@@ -6,11 +6,12 @@ as seqeval computes it) follows for any resample of the sentences. Token tasks a
 word of every sentence: a word without a prediction (cut off by max_length, or without any sub-token)
 counts as predicted "O", so its gold entity is a miss, and the metrics say how many there were.
 """
+
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +20,10 @@ import torch.nn.functional as F
 from seqeval.metrics.sequence_labeling import get_entities
 from sklearn.metrics import f1_score
 
-from .batches import WordAlignment, to_device
+from .batches import TokenizedTasks, WordAlignment, make_loader, to_device
 from .tasks import TaskData
 from .errors import MTLError
+from .model import check_model_fits
 
 PRIMARY_METRIC = {"sentence": "accuracy", "token": "entity_f1"}
 
@@ -61,21 +63,26 @@ def entity_counts(gold: list[str], pred: list[str]) -> tuple[int, int, int]:
     return len(gold_set & pred_set), len(pred_set - gold_set), len(gold_set - pred_set)
 
 
-def _token_metrics(task: TaskData, preds: list[list[int]], golds: list[list[int]],
-                   words: Sequence[WordAlignment]) -> tuple[np.ndarray, dict[str, float]]:
+def _token_metrics(
+    task: TaskData, preds: list[list[int]], golds: list[list[int]], words: Sequence[WordAlignment]
+) -> tuple[np.ndarray, dict[str, float]]:
     """Per-sentence entity counts and metrics over every word: a word without a prediction is "O"."""
     names = task.label_names
     if "O" not in names:
         raise MTLError(f"Token task {task.name!r} has no 'O' tag among {names}; words without a prediction need one.")
     if len(words) != len(preds):
-        raise MTLError(f"{task.name}: {len(preds)} sentences were scored but {len(words)} word alignments given. "
-                       "Pass TokenizedTasks.alignments(task, split) in the loader's row order.")
+        raise MTLError(
+            f"{task.name}: {len(preds)} sentences were scored but {len(words)} word alignments given. "
+            "Pass TokenizedTasks.alignments(task, split) in the loader's row order."
+        )
     outside = names.index("O")
     outcomes, correct, total, words_cut, without_tokens, entities_cut = [], 0, 0, 0, 0, 0
     for k, (pred, gold, sentence) in enumerate(zip(preds, golds, words)):
         if len(sentence.scored) != len(pred) or [sentence.labels[w] for w in sentence.scored] != gold:
-            raise MTLError(f"{task.name} sentence {k}: the word alignment does not fit the loader's labels; the "
-                           "alignments must be in the loader's row order (Trainer.evaluate_outcomes does this).")
+            raise MTLError(
+                f"{task.name} sentence {k}: the word alignment does not fit the loader's labels; the "
+                "alignments must be in the loader's row order (Trainer.evaluate_outcomes does this)."
+            )
         full = [outside] * len(sentence.labels)
         for word, tag in zip(sentence.scored, pred):
             full[word] = tag
@@ -87,23 +94,36 @@ def _token_metrics(task: TaskData, preds: list[list[int]], golds: list[list[int]
         without_tokens += sentence.cut_at - len(sentence.scored)
         entities_cut += sum(end >= sentence.cut_at for _, _, end in get_entities(gold_tags))
     outcomes = np.array(outcomes, dtype=np.int32).reshape(-1, 3)
-    return outcomes, {"entity_f1": float(metric_from_outcomes("token", outcomes)),
-                      "token_accuracy": correct / max(total, 1), "words_cut": words_cut,
-                      "entities_cut": entities_cut, "words_without_tokens": without_tokens}
+    return outcomes, {
+        "entity_f1": float(metric_from_outcomes("token", outcomes)),
+        "token_accuracy": correct / max(total, 1),
+        "words_cut": words_cut,
+        "entities_cut": entities_cut,
+        "words_without_tokens": without_tokens,
+    }
 
 
 @torch.no_grad()
-def evaluate_task(model, task: TaskData, split: str, loader, device: torch.device, autocast=None,
-                  words: Sequence[WordAlignment] | None = None) -> TaskEvaluation:
+def evaluate_task(
+    model,
+    task: TaskData,
+    split: str,
+    loader,
+    device: torch.device,
+    autocast=None,
+    words: Sequence[WordAlignment] | None = None,
+) -> TaskEvaluation:
     """Metrics and outcomes of `model` on one task's loader (eval mode; the mode is restored after).
 
     Token tasks need `words`: each sentence's WordAlignment in the loader's row order
     (TokenizedTasks.alignments), so that words the model never saw are scored too.
     """
     if task.level == "token" and words is None:
-        raise MTLError(f"evaluate_task on token task {task.name!r} needs words=: the WordAlignment of each sentence, "
-                       "in the loader's row order (TokenizedTasks.alignments(task, split)), so that words cut off by "
-                       "max_length are scored too.")
+        raise MTLError(
+            f"evaluate_task on token task {task.name!r} needs words=: the WordAlignment of each sentence, "
+            "in the loader's row order (TokenizedTasks.alignments(task, split)), so that words cut off by "
+            "max_length are scored too."
+        )
     was_training = model.training
     model.eval()
     started = time.perf_counter()
@@ -111,10 +131,12 @@ def evaluate_task(model, task: TaskData, split: str, loader, device: torch.devic
     try:
         for batch in loader:
             batch = to_device(batch, device)
-            with (autocast() if autocast is not None else contextlib.nullcontext()):
+            with autocast() if autocast is not None else contextlib.nullcontext():
                 logits = model(task.name, batch).float()
             labels = batch["labels"]
-            loss_sum += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum").item()
+            loss_sum += F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            ).item()
             count += int((labels != -100).sum())
             predicted, labels = logits.argmax(-1).cpu(), labels.cpu()
             if task.level == "sentence":
@@ -131,11 +153,95 @@ def evaluate_task(model, task: TaskData, split: str, loader, device: torch.devic
     loss = loss_sum / max(count, 1)
     if task.level == "sentence":
         outcomes = (np.array(preds) == np.array(golds)).astype(np.int8)
-        metrics = {"accuracy": float(outcomes.mean()) if len(outcomes) else float("nan"),
-                   "macro_f1": float(f1_score(golds, preds, average="macro", labels=range(len(task.label_names)), zero_division=0)),
-                   "loss": loss}
+        macro_f1 = f1_score(golds, preds, average="macro", labels=range(len(task.label_names)), zero_division=0)
+        metrics = {
+            "accuracy": float(outcomes.mean()) if len(outcomes) else float("nan"),
+            "macro_f1": float(macro_f1),
+            "loss": loss,
+        }
     else:
         outcomes, scores = _token_metrics(task, preds, golds, words)
-        metrics = {"entity_f1": scores.pop("entity_f1"), "token_accuracy": scores.pop("token_accuracy"),
-                   "loss": loss, **scores}
+        metrics = {
+            "entity_f1": scores.pop("entity_f1"),
+            "token_accuracy": scores.pop("token_accuracy"),
+            "loss": loss,
+            **scores,
+        }
     return TaskEvaluation(task.name, split, task.level, metrics, outcomes, seconds)
+
+
+def precision_autocast(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager] | None:
+    """What runs the forward in `precision` ("fp32": nothing; "bf16": torch.autocast on the device's type)."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise MTLError(f"precision={precision!r} is not supported; use 'fp32' or 'bf16'.")
+    return None
+
+
+def length_order(rows: Sequence[dict]) -> list[int]:
+    """Row indices shortest first (little padding per batch); the given order for rows without tokens
+    (cached features)."""
+    if rows and "input_ids" in rows[0]:
+        return sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    return list(range(len(rows)))
+
+
+def score_rows(
+    model,
+    task: TaskData,
+    split: str,
+    rows: Sequence[dict],
+    collate,
+    device: torch.device,
+    batch_size: int,
+    autocast=None,
+    words: Sequence[WordAlignment] | None = None,
+    pin_memory: bool = False,
+) -> TaskEvaluation:
+    """`evaluate_task` on prepared rows (tokenized, or cached features): scored in length order, the
+    outcomes returned in the rows' own order, so that runs stay comparable example by example.
+    Token tasks need `words`, one WordAlignment per row in the rows' order."""
+    order = length_order(rows)
+    loader = make_loader([rows[i] for i in order], collate, batch_size, False, pin_memory=pin_memory)
+    ordered_words = [words[i] for i in order] if words is not None else None
+    result = evaluate_task(model, task, split, loader, device, autocast, ordered_words)
+    restored = np.empty_like(result.outcomes)
+    restored[order] = result.outcomes
+    result.outcomes = restored
+    return result
+
+
+def score_task(
+    model,
+    tokenizer,
+    task: TaskData,
+    split: str = "validation",
+    *,
+    batch_size: int = 128,
+    max_length: int = 128,
+    padding: str = "longest",
+    precision: str = "fp32",
+    device: torch.device | None = None,
+) -> TaskEvaluation:
+    """Metrics and per-example outcomes of `model` on one split of `task`, without a Trainer: the rows are
+    tokenized as a Trainer with these settings would, scored shortest first on `device` (default: where
+    the model's parameters are), and the outcomes kept in the split's row order; token tasks are scored
+    over every word. `trainer.evaluate_outcomes` gives the same result for the same settings."""
+    check_model_fits(model, tokenizer, [task])
+    device = device if device is not None else next(model.parameters()).device
+    tokenized = TokenizedTasks({task.name: task}, tokenizer, max_length, padding)
+    rows = tokenized.rows(task.name, split)
+    words = tokenized.alignments(task.name, split) if task.level == "token" else None
+    return score_rows(
+        model,
+        task,
+        split,
+        rows,
+        tokenized.collator(task.name),
+        device,
+        batch_size,
+        precision_autocast(precision, device),
+        words,
+        pin_memory=device.type == "cuda",
+    )

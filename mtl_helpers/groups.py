@@ -9,8 +9,10 @@ Every group has a role and a depth, bottom to top:
 LayerNorm, relative position embeddings); they sit at the top layer's depth, so rates, gradual
 unfreezing and top-k training all treat them like the top layer.
 """
+
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .errors import FrozenParameterChanged, UnknownGroupError, UnsupportedEncoderError
+from .errors import FrozenParameterChanged, MTLError, UnknownGroupError, UnsupportedEncoderError
 
 LAYER_COUNT_FIELDS = ("num_hidden_layers", "n_layers", "num_layers", "n_layer")
 ROLES = ("embeddings", "layer", "extras", "head")
@@ -47,7 +49,7 @@ class LayerGroup:
         return self.role == "head"
 
 
-def _layer_list(encoder: nn.Module) -> tuple[str, nn.ModuleList]:
+def transformer_blocks(encoder: nn.Module) -> tuple[str, nn.ModuleList]:
     """The encoder's ModuleList of transformer blocks, found by its length, not by its name.
 
     Lists nested inside another candidate (a T5 block's own list of sub-layers, which has two
@@ -93,10 +95,43 @@ def _owner(model: nn.Module, names: list[str]) -> str | None:
     return path if owned == set(names) else None
 
 
-def _partition(model: nn.Module) -> tuple[dict[str, list[tuple[str, nn.Parameter]]], str, int]:
+@dataclass(frozen=True)
+class _Partition:
+    """The model's parameters per group, the block list's path, the number of blocks, and the groups."""
+
+    buckets: dict[str, list[tuple[str, nn.Parameter]]]
+    list_path: str
+    n_layers: int
+    groups: dict[str, LayerGroup]
+
+
+# One partition per model, reused while the model holds the same parameters under the same names:
+# freezing changes only requires_grad, which LayerGroup reads live, so one `trainer.unfreeze` (which
+# resolves names, builds optimizer groups and re-applies the dropout rule) partitions at most once.
+# Weak keys: the cache never keeps a model alive; the partition pins the parameters it names, so
+# their ids in the key cannot be reused by other tensors while the entry exists.
+_PARTITIONS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, _Partition]] = weakref.WeakKeyDictionary()
+
+
+def _parameter_key(model: nn.Module) -> tuple:
+    return tuple((name, id(param)) for name, param in model.named_parameters())
+
+
+def _partition(model: nn.Module) -> _Partition:
+    """The model's partition, computed again only when its parameters changed (a new head, a cut encoder)."""
+    key = _parameter_key(model)
+    cached = _PARTITIONS.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    partition = _compute_partition(model)
+    _PARTITIONS[model] = (key, partition)
+    return partition
+
+
+def _compute_partition(model: nn.Module) -> _Partition:
     """Parameter names per group (embeddings, layer.i, extras, head.<task>), the block list's path, N."""
     encoder = model.encoder
-    list_path, blocks = _layer_list(encoder)
+    list_path, blocks = transformer_blocks(encoder)
     buckets: dict[str, list[tuple[str, nn.Parameter]]] = {"embeddings": []}
     buckets.update({f"layer.{i}": [] for i in range(len(blocks))})
     buckets["extras"] = []
@@ -115,7 +150,12 @@ def _partition(model: nn.Module) -> tuple[dict[str, list[tuple[str, nn.Parameter
         )
     for task, head in model.heads.items():
         buckets[f"head.{task}"] = [(f"heads.{task}.{n}", p) for n, p in head.named_parameters()]
-    return buckets, list_path, len(blocks)
+    groups = {}
+    for name, params in buckets.items():
+        if params:
+            role, depth = _role_and_depth(name, len(blocks))
+            groups[name] = LayerGroup(name, role, depth, tuple(params), _owner(model, [n for n, _ in params]))
+    return _Partition(buckets, list_path, len(blocks), groups)
 
 
 def _role_and_depth(name: str, n_layers: int) -> tuple[str, int]:
@@ -130,18 +170,12 @@ def _role_and_depth(name: str, n_layers: int) -> tuple[str, int]:
 
 def layer_groups(model: nn.Module) -> dict[str, LayerGroup]:
     """Ordered groups bottom to top: embeddings, layer.0..N-1, extras (if any), head.<task>."""
-    buckets, _, n_layers = _partition(model)
-    groups = {}
-    for name, params in buckets.items():
-        if params:
-            role, depth = _role_and_depth(name, n_layers)
-            groups[name] = LayerGroup(name, role, depth, tuple(params), _owner(model, [n for n, _ in params]))
-    return groups
+    return dict(_partition(model).groups)  # a copy: a caller's edit must not reach the cached partition
 
 
 def backbone_depths(model: nn.Module) -> int:
     """Number of backbone depths: the embeddings plus one per transformer layer."""
-    return 1 + _partition(model)[2]
+    return 1 + _partition(model).n_layers
 
 
 def group_aliases(model: nn.Module) -> dict[str, list[str]]:
@@ -167,8 +201,7 @@ def resolve_groups(model: nn.Module, *names: str) -> list[str]:
             wanted.update(aliases[name])
         else:
             raise UnknownGroupError(
-                f"Unknown layer group {name!r}. Valid groups: {', '.join(groups)}; "
-                f"aliases: {', '.join(aliases)}."
+                f"Unknown layer group {name!r}. Valid groups: {', '.join(groups)}; aliases: {', '.join(aliases)}."
             )
     return [n for n in groups if n in wanted]
 
@@ -207,8 +240,29 @@ def top_groups(model: nn.Module, k: int) -> list[str]:
     groups = layer_groups(model)
     depths = backbone_depths(model)
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= depths:
-        raise ValueError(f"k must be an integer between 0 and {depths} (the backbone's depths: embeddings and layers), got {k!r}.")
+        raise ValueError(
+            f"k must be an integer between 0 and {depths} (the backbone's depths: embeddings and layers), got {k!r}."
+        )
     return [n for n, g in groups.items() if not g.is_head and g.depth > depths - 1 - k]
+
+
+def check_tasks_can_learn(model: nn.Module, tasks: list[str]) -> None:
+    """Refuse training `tasks` when one's loss would reach no trainable parameter (its head and the
+    whole backbone frozen): its first batch would fail inside autograd."""
+    groups = layer_groups(model)
+    if any(g.trainable for g in groups.values() if not g.is_head):
+        return
+    stuck = [t for t in tasks if not groups[f"head.{t}"].trainable]
+    if not stuck:
+        return
+    others = [t for t in tasks if t not in stuck]
+    leave_out = f"train without it (trainer.fit(tasks={others!r})), or " if others else ""
+    raise MTLError(
+        f"Task {stuck[0]!r} has nothing trainable on its path: its head (head.{stuck[0]}) and every "
+        f"backbone group are frozen, so its loss has no gradient. Either {leave_out}unfreeze its head "
+        f"or a backbone group (trainer.unfreeze('head.{stuck[0]}'), or e.g. "
+        "trainer.unfreeze('layer.0'))."
+    )
 
 
 # ---------------------------------------------------------------- dropout in frozen parts
@@ -222,7 +276,8 @@ def _dropout_groups(model: nn.Module) -> list[tuple[nn.Module, str]]:
     or embeddings spread over several modules) belongs to the embeddings if it is registered
     before the transformer blocks, else to the top of the stack (extras, or the top layer).
     """
-    buckets, list_path, n_layers = _partition(model)
+    partition = _partition(model)
+    buckets, list_path, n_layers = partition.buckets, partition.list_path, partition.n_layers
     group_of = {id(p): name for name, params in buckets.items() for _, p in params}
     top = "extras" if buckets["extras"] else f"layer.{n_layers - 1}"
     out = []
@@ -242,7 +297,10 @@ def _dropout_groups(model: nn.Module) -> list[tuple[nn.Module, str]]:
                 break
         if owner is None:
             inside_blocks = name.startswith(list_path + ".")
-            owner = f"layer.{name[len(list_path) + 1:].split('.')[0]}" if inside_blocks else (top if seen_blocks else "embeddings")
+            if inside_blocks:
+                owner = f"layer.{name[len(list_path) + 1 :].split('.')[0]}"
+            else:
+                owner = top if seen_blocks else "embeddings"
         out.append((module, owner))
     return out
 
@@ -272,7 +330,7 @@ def dropout_in_training(model: nn.Module) -> dict[str, str]:
         state.setdefault(group, set()).add(id(module) not in off and module.p > 0)
     for name, group in layer_groups(model).items():
         if group.is_head:
-            head = model.heads[name[len("head."):]]
+            head = model.heads[name[len("head.") :]]
             state[name] = {id(m) not in off and m.p > 0 for m in head.modules() if isinstance(m, nn.Dropout)}
     out = {}
     for name in layer_groups(model):
@@ -281,18 +339,23 @@ def dropout_in_training(model: nn.Module) -> dict[str, str]:
     return out
 
 
-def count_trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def trainable_summary(model: nn.Module) -> pd.DataFrame:
     """One row per group: role, depth, parameters, trainable parameters, state, and dropout in training."""
     dropout = dropout_in_training(model)
     rows = []
     for group in layer_groups(model).values():
         state = "trainable" if group.trainable == group.numel else "frozen" if group.trainable == 0 else "partial"
-        rows.append({"group": group.name, "role": group.role, "depth": group.depth, "parameters": group.numel,
-                     "trainable": group.trainable, "state": state, "dropout in training": dropout[group.name]})
+        rows.append(
+            {
+                "group": group.name,
+                "role": group.role,
+                "depth": group.depth,
+                "parameters": group.numel,
+                "trainable": group.trainable,
+                "state": state,
+                "dropout in training": dropout[group.name],
+            }
+        )
     return pd.DataFrame(rows).set_index("group")
 
 
@@ -313,12 +376,21 @@ def changed_groups(model: nn.Module, before: Mapping[str, torch.Tensor]) -> pd.D
     rows = []
     for group in layer_groups(model).values():
         changed = [n for n, p in group.params if not _same(p, before[n])]
-        rows.append({"group": group.name, "trainable": group.trainable > 0, "tensors": len(group.params),
-                     "changed tensors": len(changed), "bitwise identical": not changed})
+        rows.append(
+            {
+                "group": group.name,
+                "trainable": group.trainable > 0,
+                "tensors": len(group.params),
+                "changed tensors": len(changed),
+                "bitwise identical": not changed,
+            }
+        )
     return pd.DataFrame(rows).set_index("group")
 
 
-def assert_frozen_unchanged(model: nn.Module, before: Mapping[str, torch.Tensor], frozen: set[str] | None = None) -> None:
+def assert_frozen_unchanged(
+    model: nn.Module, before: Mapping[str, torch.Tensor], frozen: set[str] | None = None
+) -> None:
     """Raise if any frozen parameter (now, or the given names) differs bitwise from `before`."""
     names = frozen if frozen is not None else {n for n, p in model.named_parameters() if not p.requires_grad}
     params = dict(model.named_parameters())

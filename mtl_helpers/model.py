@@ -1,15 +1,21 @@
 """`MultiTaskModel`: one shared encoder with mean pooling, and named task heads."""
+
 from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .encoder import mean_pool
 from .errors import MTLError
+from .groups import frozen_modules
+
+if TYPE_CHECKING:
+    from .tasks import TaskData
 
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -58,15 +64,19 @@ class MultiTaskModel(nn.Module):
         owners: dict[int, str] = {}
         for task, head in heads.items():
             if id(head) in owners:
-                raise MTLError(f"Tasks {owners[id(head)]!r} and {task!r} share one head object; give every task its own "
-                               "head (MultiTaskModel.for_tasks builds them), or train them as one task.")
+                raise MTLError(
+                    f"Tasks {owners[id(head)]!r} and {task!r} share one head object; give every task its "
+                    "own head (MultiTaskModel.for_tasks builds them), or train them as one task."
+                )
             owners[id(head)] = task
         encoder_tensors = {p.data_ptr() for p in encoder.parameters()}
         for task, head in heads.items():
             tied = [n for n, p in head.named_parameters() if p.data_ptr() in encoder_tensors]
             if tied:
-                raise MTLError(f"Head {task!r} shares its weight {tied[0]!r} with the encoder (a tied weight); freezing "
-                               "one would freeze both. Give the head its own parameters.")
+                raise MTLError(
+                    f"Head {task!r} shares its weight {tied[0]!r} with the encoder (a tied weight); "
+                    "freezing one would freeze both. Give the head its own parameters."
+                )
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
         # Off by default: a frozen part is a fixed feature extractor, so its output must not
@@ -125,8 +135,27 @@ class MultiTaskModel(nn.Module):
     def train(self, mode: bool = True) -> "MultiTaskModel":
         super().train(mode)
         if mode and not self.dropout_in_frozen:
-            from .groups import frozen_modules
-
             for module in frozen_modules(self):
                 module.eval()
         return self
+
+
+def check_model_fits(model: MultiTaskModel, tokenizer: PreTrainedTokenizerBase, tasks: Iterable[TaskData]) -> None:
+    """Refuse a model whose heads do not match the tasks (level, number of labels), or whose embedding
+    table is smaller than the tokenizer's vocabulary, before any training starts."""
+    for task in tasks:
+        head = model.head(task.name)
+        if head.level != task.level or head.num_labels != len(task.label_names):
+            raise MTLError(
+                f"Head {task.name!r} is a {head.level} head with {head.num_labels} classes, but task {task.name!r} "
+                f"is {task.level}-level with {len(task.label_names)} labels. Build the model with "
+                "MultiTaskModel.for_tasks."
+            )
+    rows = model.encoder.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise MTLError(
+            f"The tokenizer has {len(tokenizer)} tokens but the encoder's embedding table only "
+            f"{rows} rows: token ids beyond it would fail at the first step. Use the tokenizer that "
+            "belongs to the encoder (load_encoder returns both), or call "
+            "encoder.resize_token_embeddings(len(tokenizer))."
+        )

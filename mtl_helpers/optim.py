@@ -1,12 +1,14 @@
 """Learning rates per layer group (by depth), optimizer parameter groups, a schedule that stays right
 when groups join or leave the optimizer mid-run, gradual-unfreezing stages, and the audit that the
 optimizer holds exactly the trainable parameters."""
+
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+import torch
 from torch import nn
 from torch.optim import Optimizer
 
@@ -38,10 +40,7 @@ def discriminative_rates(
     groups = layer_groups(model)
     top_depth = backbone_depths(model) - 1
     top = backbone_lr if backbone_lr is not None else lr
-    return {
-        name: lr if group.is_head else top / factor ** (top_depth - group.depth)
-        for name, group in groups.items()
-    }
+    return {name: lr if group.is_head else top / factor ** (top_depth - group.depth) for name, group in groups.items()}
 
 
 def spread_factor(model: nn.Module, spread: float = ULMFIT_SPREAD) -> float:
@@ -70,9 +69,25 @@ def param_groups_for(
         for suffix, decay in (("", True), ("/no_decay", False)):
             chosen = [p for p in params if _no_decay(p) != decay]
             if chosen:
-                out.append({"params": chosen, "lr": rates[name], "peak_lr": rates[name],
-                            "weight_decay": weight_decay if decay else 0.0, "name": name + suffix})
+                out.append(
+                    {
+                        "params": chosen,
+                        "lr": rates[name],
+                        "peak_lr": rates[name],
+                        "weight_decay": weight_decay if decay else 0.0,
+                        "name": name + suffix,
+                    }
+                )
     return out
+
+
+def fused_adamw(groups: list[dict]) -> torch.optim.AdamW:
+    """AdamW as one fused kernel where torch has one: several times faster than the per-tensor
+    default on MiniLM's 22.7M parameters; the default elsewhere."""
+    try:
+        return torch.optim.AdamW(groups, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups)
 
 
 def discriminative_param_groups(
@@ -153,7 +168,8 @@ class RateSchedule:
     def multiplier(self) -> float:
         if self.kind == "constant":
             return 1.0
-        return slanted_triangular(min(self.step_in_cycle, self.total_steps - 1), self.total_steps, self.cut_frac, self.ratio)
+        step = min(self.step_in_cycle, self.total_steps - 1)
+        return slanted_triangular(step, self.total_steps, self.cut_frac, self.ratio)
 
     def apply(self, optimizer: Optimizer) -> dict[str, float]:
         """Set the rates of the coming step; returns them by group name."""
@@ -187,7 +203,10 @@ def gradual_unfreezing_stages(model: nn.Module, n_stages: int | None = None) -> 
         chunks = [[d] for d in depths]
     else:
         if isinstance(n_stages, bool) or not isinstance(n_stages, int) or not 2 <= n_stages <= len(depths) + 1:
-            raise ValueError(f"n_stages must be an integer from 2 to {len(depths) + 1} (heads, then the {len(depths)} backbone depths), got {n_stages!r}.")
+            raise ValueError(
+                f"n_stages must be an integer from 2 to {len(depths) + 1} (heads, then the "
+                f"{len(depths)} backbone depths), got {n_stages!r}."
+            )
         sizes = [len(c) for c in np.array_split(np.arange(len(depths)), n_stages - 1)][::-1]
         starts = np.cumsum([0, *sizes])
         chunks = [depths[a:b] for a, b in zip(starts[:-1], starts[1:])]
@@ -202,6 +221,7 @@ __all__ = [
     "audit_optimizer",
     "discriminative_param_groups",
     "discriminative_rates",
+    "fused_adamw",
     "gradual_unfreezing_stages",
     "lr_table",
     "param_groups_for",

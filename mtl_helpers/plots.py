@@ -1,5 +1,6 @@
 """The book's figures. Every figure of a seeded comparison shows each seed as a point and the mean
 with an error bar (one standard deviation over seeds), or a band of the same width on a curve."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -20,8 +21,14 @@ def _percent(ax, axis: str = "y") -> None:
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(1.0, decimals=0))
 
 
-def plot_arms(arms: Mapping[str, Sequence[RunRecord]], tasks: Sequence[str] | None = None, split: str = "validation",
-              title: str = "", ax=None, ylabel: str | None = None):
+def plot_arms(
+    arms: Mapping[str, Sequence[RunRecord]],
+    tasks: Sequence[str] | None = None,
+    split: str = "validation",
+    title: str = "",
+    ax=None,
+    ylabel: str | None = None,
+):
     """Per arm and task: every seed as a dot, the mean as a bar end with a ±1 sd error bar."""
     names = list(arms)
     tasks = list(tasks) if tasks is not None else list(next(iter(arms.values()))[0].tasks)
@@ -48,8 +55,12 @@ def plot_arms(arms: Mapping[str, Sequence[RunRecord]], tasks: Sequence[str] | No
     return ax
 
 
-def plot_effects(comparisons: Sequence[Comparison], title: str = "Differences with their 95% intervals", ax=None,
-                 xlabel: str = "difference in points"):
+def plot_effects(
+    comparisons: Sequence[Comparison],
+    title: str = "Differences with their 95% intervals",
+    ax=None,
+    xlabel: str = "difference in points",
+):
     """A forest plot: each comparison's effect (A - B, in points) with its interval, and zero."""
     ax = ax or plt.subplots(figsize=(7.5, 0.55 * len(comparisons) + 1.4))[1]
     y = np.arange(len(comparisons))[::-1]
@@ -64,8 +75,14 @@ def plot_effects(comparisons: Sequence[Comparison], title: str = "Differences wi
     return ax
 
 
-def plot_sweep(table: pd.DataFrame, title: str = "Learning-rate sweep (validation)", ax=None, xlabel: str = "learning rate",
-               series: str = "", logx: bool = True):
+def plot_sweep(
+    table: pd.DataFrame,
+    title: str = "Learning-rate sweep (validation)",
+    ax=None,
+    xlabel: str = "learning rate",
+    series: str = "",
+    logx: bool = True,
+):
     """Mean validation score per swept value (log x), the chosen value ringed. A two-level index (a grid
     over two knobs) draws one line per value of the second knob, labelled `series`."""
     ax = ax or plt.subplots(figsize=(6.5, 3.6))[1]
@@ -83,8 +100,16 @@ def plot_sweep(table: pd.DataFrame, title: str = "Learning-rate sweep (validatio
         ax.plot(xs, table["mean"], marker="s", color="black", lw=1.5, label="mean")
         chosen = table[table["chosen"]]
         best_x = float(chosen.index[0])
-    ax.scatter([best_x], [chosen["mean"].iloc[0]], s=160, facecolors="none", edgecolors="tab:red", linewidths=2, zorder=4,
-               label="chosen")
+    ax.scatter(
+        [best_x],
+        [chosen["mean"].iloc[0]],
+        s=160,
+        facecolors="none",
+        edgecolors="tab:red",
+        linewidths=2,
+        zorder=4,
+        label="chosen",
+    )
     if logx:
         ax.set_xscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel="validation score (mean of tasks)")
@@ -94,8 +119,17 @@ def plot_sweep(table: pd.DataFrame, title: str = "Learning-rate sweep (validatio
     return ax
 
 
-def plot_curves(curves: Mapping[str, pd.DataFrame], x: str, y: str, title: str = "", ax=None, xlabel: str | None = None,
-                ylabel: str | None = None, logx: bool = False, percent: bool = True):
+def plot_curves(
+    curves: Mapping[str, pd.DataFrame],
+    x: str,
+    y: str,
+    title: str = "",
+    ax=None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    logx: bool = False,
+    percent: bool = True,
+):
     """One line per arm: the mean over seeds of `y` against `x`, with a ±1 sd band; `curves` maps an
     arm to a frame with columns x, y and seed."""
     ax = ax or plt.subplots(figsize=(7, 4))[1]
@@ -121,7 +155,13 @@ def plot_learning_curves(history: History, metric: str = "accuracy", title: str 
     ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
     for (task, split), part in frame.groupby(["task", "split"]):
         if metric in part and part[metric].notna().any():
-            ax.plot(part["epoch"], part[metric], marker="o", linestyle="--" if split == "train" else "-", label=f"{task} ({split})")
+            ax.plot(
+                part["epoch"],
+                part[metric],
+                marker="o",
+                linestyle="--" if split == "train" else "-",
+                label=f"{task} ({split})",
+            )
     ax.set(title=title, xlabel="epoch", ylabel=metric.replace("_", " "))
     _percent(ax)
     ax.grid(alpha=0.3)
@@ -168,7 +208,9 @@ def plot_trainable(summary: pd.DataFrame, title: str = "Parameters per layer gro
     return ax
 
 
-def plot_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str = "Cosine similarity", ax=None, fmt: str = "{:.2f}"):
+def plot_heatmap(
+    matrix: np.ndarray, labels: Sequence[str], title: str = "Cosine similarity", ax=None, fmt: str = "{:.2f}"
+):
     """An annotated square heatmap (e.g. sentence similarities)."""
     ax = ax or plt.subplots(figsize=(6, 5))[1]
     image = ax.imshow(matrix, cmap="viridis", vmin=min(0.0, float(np.min(matrix))), vmax=1.0)
@@ -176,13 +218,29 @@ def plot_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str = "Cosine
     ax.set_yticks(range(len(labels)), labels, fontsize=9)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=8, color="white" if matrix[i, j] < 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                fmt.format(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if matrix[i, j] < 0.6 else "black",
+            )
     ax.set_title(title)
     plt.colorbar(image, ax=ax, fraction=0.046)
     return ax
 
 
-def plot_bars(frame: pd.DataFrame, columns: Sequence[str], title: str, ylabel: str, ax=None, log: bool = False, percent: bool = False):
+def plot_bars(
+    frame: pd.DataFrame,
+    columns: Sequence[str],
+    title: str,
+    ylabel: str,
+    ax=None,
+    log: bool = False,
+    percent: bool = False,
+):
     """Grouped bars: one group per row of `frame`, one bar per column."""
     ax = ax or plt.subplots(figsize=(7, 3.8))[1]
     x = np.arange(len(frame))

@@ -4,6 +4,7 @@ fine-tuning at a given rate runs exactly the same thing and can reuse the other 
 A `Recipe` holds everything a run depends on except the seed and the data; `run_recipe` trains it
 once per seed (reusing stored runs with the same spec) and returns the records.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,9 +18,10 @@ import torch
 from transformers import AutoModel
 
 from .callbacks import GradualUnfreezing, History, ulmfit_stages
-from .tasks import TaskData
+from .tasks import TaskData, same_labels
 from .encoder import DEFAULT_MODEL_ID, load_encoder, truncate_encoder
 from .errors import MTLError
+from .evaluation import TaskEvaluation, score_task
 from .runs import run_seeds
 from .groups import train_only
 from .model import MultiTaskModel
@@ -59,30 +61,41 @@ class Recipe:
         if not (number(self.epochs) and self.epochs > 0):
             raise MTLError(f"Recipe(epochs={self.epochs!r}): epochs must be a finite number > 0.")
         if not (number(self.lp_epochs) and 0 <= self.lp_epochs < self.epochs):
-            raise MTLError(f"Recipe(lp_epochs={self.lp_epochs!r}, epochs={self.epochs!r}): lp_epochs (the heads-only "
-                           "part) must lie in [0, epochs), as it is part of the run's epochs; lower lp_epochs or "
-                           "raise epochs.")
+            raise MTLError(
+                f"Recipe(lp_epochs={self.lp_epochs!r}, epochs={self.epochs!r}): lp_epochs (the heads-only "
+                "part) must lie in [0, epochs), as it is part of the run's epochs; lower lp_epochs or "
+                "raise epochs."
+            )
         if isinstance(self.gradual, bool) or not isinstance(self.gradual, int) or self.gradual == 1 or self.gradual < 0:
-            raise MTLError(f"Recipe(gradual={self.gradual!r}): gradual is the number of ULMFiT stages, 0 (none) or an "
-                           "integer >= 2 (the heads, then the backbone in gradual - 1 chunks).")
+            raise MTLError(
+                f"Recipe(gradual={self.gradual!r}): gradual is the number of ULMFiT stages, 0 (none) or an "
+                "integer >= 2 (the heads, then the backbone in gradual - 1 chunks)."
+            )
         if self.lp_epochs and self.gradual:
-            raise MTLError(f"Recipe(lp_epochs={self.lp_epochs!r}, gradual={self.gradual!r}): LP-FT and gradual "
-                           "unfreezing each decide when the backbone joins, so they cannot be combined; set "
-                           "lp_epochs=0 (gradual unfreezing's first stage already trains the heads alone) or "
-                           "gradual=0.")
+            raise MTLError(
+                f"Recipe(lp_epochs={self.lp_epochs!r}, gradual={self.gradual!r}): LP-FT and gradual "
+                "unfreezing each decide when the backbone joins, so they cannot be combined; set "
+                "lp_epochs=0 (gradual unfreezing's first stage already trains the heads alone) or "
+                "gradual=0."
+            )
         if self.stage_scales is not None and len(self.stage_scales) != self.gradual:
-            raise MTLError(f"Recipe(stage_scales={self.stage_scales!r}, gradual={self.gradual!r}): stage_scales "
-                           "needs one rate scale per gradual-unfreezing stage; give gradual scales, or "
-                           "stage_scales=None.")
+            raise MTLError(
+                f"Recipe(stage_scales={self.stage_scales!r}, gradual={self.gradual!r}): stage_scales "
+                "needs one rate scale per gradual-unfreezing stage; give gradual scales, or "
+                "stage_scales=None."
+            )
 
     def with_(self, **changes) -> "Recipe":
         return replace(self, **changes)
 
     def spec(self, tasks: Sequence[TaskData], ood: Sequence[tuple[str, TaskData]] = ()) -> dict:
         # "task_order": the hash sorts mapping keys, and training task A first differs from training task B first
-        return {"recipe": asdict(self), "tasks": {t.name: t.sizes() for t in tasks},
-                "task_order": [t.name for t in tasks],
-                "ood": [(head, t.name, t.sizes().get("test")) for head, t in ood]}
+        return {
+            "recipe": asdict(self),
+            "tasks": {t.name: t.sizes() for t in tasks},
+            "task_order": [t.name for t in tasks],
+            "ood": [(head, t.name, t.sizes().get("test")) for head, t in ood],
+        }
 
 
 @functools.lru_cache(maxsize=2)
@@ -112,10 +125,20 @@ def build_trainer(recipe: Recipe, tasks: Sequence[TaskData], seed: int, profile:
     model = MultiTaskModel.for_tasks(encoder, tasks, seed=seed)
     first = ("heads",) if (recipe.lp_epochs or recipe.gradual) else recipe.train
     train_only(model, *first)
-    settings = dict(epochs=recipe.epochs, batch_size=recipe.batch_size, eval_batch_size=profile.eval_batch_size,
-                    lr=recipe.head_lr, backbone_lr=recipe.backbone_lr, factor=recipe.factor, schedule=recipe.schedule,
-                    cache_features=recipe.cache_features, eval_every=recipe.eval_every, eval_train=recipe.eval_train,
-                    seed=seed, progress=False)
+    settings = dict(
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        eval_batch_size=profile.eval_batch_size,
+        lr=recipe.head_lr,
+        backbone_lr=recipe.backbone_lr,
+        factor=recipe.factor,
+        schedule=recipe.schedule,
+        cache_features=recipe.cache_features,
+        eval_every=recipe.eval_every,
+        eval_train=recipe.eval_train,
+        seed=seed,
+        progress=False,
+    )
     settings.update(config)
     callbacks = []
     if recipe.gradual:
@@ -136,19 +159,31 @@ def train_recipe(recipe: Recipe, tasks: Sequence[TaskData], seed: int, profile: 
     return trainer
 
 
-def evaluate_transfer(trainer: Trainer, head: str, data: TaskData, split: str = "test"):
+def evaluate_transfer(trainer: Trainer, head: str, data: TaskData, split: str = "test") -> TaskEvaluation:
     """Score the head of task `head` on another data set with the same labels (e.g. SST-2's head on
-    Rotten Tomatoes): out-of-distribution evaluation without training on it."""
-    same = lambda names: [n[:3].lower() for n in names]  # noqa: E731 - "neg"/"negative" name the same class
-    if same(data.label_names) != same(trainer.tasks[head].label_names):
-        raise MTLError(f"{data.name}'s labels {data.label_names} differ from {head}'s {trainer.tasks[head].label_names}.")
-    probe = Trainer(trainer.model, trainer.tokenizer, [replace_name(data, head)],
-                    TrainConfig(eval_batch_size=trainer.config.eval_batch_size, eval_every=None, progress=False,
-                                device=trainer.config.device))
-    return probe.evaluate_outcomes(split)[head]
+    Rotten Tomatoes): out-of-distribution evaluation without training on it, tokenized and scored as
+    the trainer scores its own tasks (its max_length, padding, precision, device and eval batch size)."""
+    if not same_labels(data.spec, trainer.tasks[head].spec):  # the registry says what each label means
+        raise MTLError(
+            f"{data.name}'s labels {data.label_names} differ from {head}'s "
+            f"{trainer.tasks[head].label_names}; a head can only be scored on data with its own labels."
+        )
+    config = trainer.config
+    return score_task(
+        trainer.model,
+        trainer.tokenizer,
+        replace_name(data, head),
+        split,
+        batch_size=config.eval_batch_size,
+        max_length=config.max_length,
+        padding=config.padding,
+        precision=config.precision,
+        device=trainer.device,
+    )
 
 
 def replace_name(task: TaskData, name: str) -> TaskData:
+    """A shallow copy of `task` under another name (its data shared): how the head `name` reads it."""
     clone = copy.copy(task)
     clone.name = name
     return clone
@@ -170,15 +205,29 @@ def rate_history(record: RunRecord) -> History:
     """A History holding the per-step learning rates of a run made with `run_recipe(..., keep_rates=True)`,
     for `plots.plot_lr_groups`."""
     if "rates" not in record.extra:
-        raise MTLError(f"Record {record.scenario!r} (seed {record.seed}) kept no learning rates; run it with "
-                       "run_recipe(..., keep_rates=True).")
-    return History.from_steps([{"step": r["step"], "stage": r.get("stage", ""), "loss": float("nan"), "lr": dict(r["lr"])}
-                               for r in record.extra["rates"]])
+        raise MTLError(
+            f"Record {record.scenario!r} (seed {record.seed}) kept no learning rates; run it with "
+            "run_recipe(..., keep_rates=True)."
+        )
+    return History.from_steps(
+        [
+            {"step": r["step"], "stage": r.get("stage", ""), "loss": float("nan"), "lr": dict(r["lr"])}
+            for r in record.extra["rates"]
+        ]
+    )
 
 
-def run_recipe(scenario: str, recipe: Recipe, tasks: Sequence[TaskData], seeds: Sequence[int], profile: Profile,
-               splits: Sequence[str] = ("validation",), ood: Sequence[tuple[str, TaskData]] = (), keep_rates: bool = False,
-               **extra) -> list[RunRecord]:
+def run_recipe(
+    scenario: str,
+    recipe: Recipe,
+    tasks: Sequence[TaskData],
+    seeds: Sequence[int],
+    profile: Profile,
+    splits: Sequence[str] = ("validation",),
+    ood: Sequence[tuple[str, TaskData]] = (),
+    keep_rates: bool = False,
+    **extra,
+) -> list[RunRecord]:
     """`recipe` trained once per seed (stored runs with the same spec are reused); each record holds
     `splits`, and for every (head, data) in `ood` the head's score on that data's test split under the
     split name "ood:<data name>". With `keep_rates`, each record also keeps every optimizer group's
@@ -191,7 +240,9 @@ def run_recipe(scenario: str, recipe: Recipe, tasks: Sequence[TaskData], seeds: 
         if recipe.eval_every is not None:
             record.extra["evals"] = trainer.history.evals
         if keep_rates:
-            record.extra["rates"] = [{"step": s["step"], "stage": s["stage"], "lr": s["lr"]} for s in trainer.history.steps]
+            record.extra["rates"] = [
+                {"step": s["step"], "stage": s["stage"], "lr": s["lr"]} for s in trainer.history.steps
+            ]
         if not recipe.pretrained:
             record.model = f"{record.model} (random init)"
         return record
@@ -202,5 +253,14 @@ def run_recipe(scenario: str, recipe: Recipe, tasks: Sequence[TaskData], seeds: 
     return run_seeds(scenario, train, seeds, profile, spec, splits=splits, **extra)
 
 
-__all__ = ["DEFAULT_MODEL_ID", "Recipe", "build_trainer", "evaluate_transfer", "fresh_encoder", "rate_history", "run_recipe",
-           "score_ood", "train_recipe"]
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "Recipe",
+    "build_trainer",
+    "evaluate_transfer",
+    "fresh_encoder",
+    "rate_history",
+    "run_recipe",
+    "score_ood",
+    "train_recipe",
+]

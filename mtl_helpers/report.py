@@ -1,6 +1,7 @@
 """How the chapters write numbers: means over seeds with their spread, comparisons with their
 interval, rates, and the accuracy table of several arms. Defined once here, so every page says a
 number the same way (d2l's `#@save` helpers, kept in the package)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,8 +27,9 @@ def mean_sd(values: Iterable[float], percent: bool = True) -> str:
     return f"{mean} ± {sd(values):.1f}" if len(values) > 1 else mean
 
 
-def arm_mean_sd(records: Sequence[RunRecord], split: str = "test", task: str | None = None,
-                percent: bool = True) -> str:
+def arm_mean_sd(
+    records: Sequence[RunRecord], split: str = "test", task: str | None = None, percent: bool = True
+) -> str:
     """`mean_sd` of an arm's runs: one task's primary metric, or (task None) the mean over its tasks."""
     return mean_sd([r.metric(task, split) if task else r.mean_metric(split) for r in records], percent)
 
@@ -47,8 +49,9 @@ def rate(x: float) -> str:
     return f"{x:.0e}".replace("e-0", "e-").replace("e+0", "e")
 
 
-def accuracy_table(arms: Mapping[str, Sequence[RunRecord]], tasks: Sequence[str],
-                   splits: Sequence[str] = ("validation", "test")) -> pd.DataFrame:
+def accuracy_table(
+    arms: Mapping[str, Sequence[RunRecord]], tasks: Sequence[str], splits: Sequence[str] = ("validation", "test")
+) -> pd.DataFrame:
     """Arm x (task, split): the mean over seeds, ± the standard deviation when there are several."""
     rows = {}
     for name, records in arms.items():

@@ -1,6 +1,7 @@
 """The one partition of the model, read the same way on every encoder layer_groups accepts: roles and
 depths (extras at the top layer's depth), dropout off in frozen parts wherever the dropout module
 sits, and cached features equal to recomputed ones wherever caching is allowed."""
+
 from __future__ import annotations
 
 import pytest
@@ -62,7 +63,9 @@ class ScatteredEncoder(PreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, **_):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        states = self.embedding_dropout(self.embedding_norm(self.word_embeddings(input_ids) + self.position_embeddings(positions)))
+        states = self.embedding_dropout(
+            self.embedding_norm(self.word_embeddings(input_ids) + self.position_embeddings(positions))
+        )
         mask = (1.0 - attention_mask[:, None, None, :].float()) * -1e4 if attention_mask is not None else None
         for block in self.blocks:
             out = block(states, attention_mask=mask)
@@ -81,8 +84,16 @@ def encoder(kind: str, layers: int = 3):
     if kind == "roberta":
         return RobertaModel(RobertaConfig(**bert_like, pad_token_id=0))
     if kind == "deberta":
-        return DebertaV2Model(DebertaV2Config(**bert_like, relative_attention=True, position_buckets=16,
-                                              norm_rel_ebd="layer_norm", pos_att_type=["p2c", "c2p"], max_relative_positions=32))
+        return DebertaV2Model(
+            DebertaV2Config(
+                **bert_like,
+                relative_attention=True,
+                position_buckets=16,
+                norm_rel_ebd="layer_norm",
+                pos_att_type=["p2c", "c2p"],
+                max_relative_positions=32,
+            )
+        )
     if kind == "t5":
         return T5EncoderModel(T5Config(vocab_size=VOCAB, d_model=32, d_kv=16, d_ff=64, num_layers=layers, num_heads=2))
     if kind == "scattered":
@@ -170,8 +181,12 @@ def test_cached_features_equal_recomputed_ones(kind, tokenizer, trec, sst2):
         rows = cached.data.rows(task, "validation")
         tokens = live.data.rows(task, "validation")
         with torch.no_grad():
-            recomputed = torch.cat([model.embed(live.data.collator(task)([{k: v for k, v in r.items() if k != "labels"}]))
-                                    for r in tokens[:8]])
+            recomputed = torch.cat(
+                [
+                    model.embed(live.data.collator(task)([{k: v for k, v in r.items() if k != "labels"}]))
+                    for r in tokens[:8]
+                ]
+            )
         stored = torch.stack([r["features"] for r in rows[:8]])
         torch.testing.assert_close(stored, recomputed, atol=1e-5, rtol=1e-5)
 

@@ -19,12 +19,12 @@ The browser tests skip, with the reason, when the book is not built (or older th
 sources), or when Chromium / chromedriver / selenium are missing. Set MTL_REQUIRE_BOOK=1
 to turn those skips into failures (CI).
 """
+
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import json
-import sys
 import os
 import re
 import shutil
@@ -434,7 +434,8 @@ def render(browser, docname: str) -> dict:
     assert "script_error" not in page, f"{docname}: the page check script failed: {page['script_error']}"
     # uncaught JavaScript exceptions and resources that failed to load (missing local files)
     page["console_errors"] = [
-        entry["message"] for entry in browser.get_log("browser")
+        entry["message"]
+        for entry in browser.get_log("browser")
         if entry.get("level") == "SEVERE" and entry.get("source") in {"javascript", "network"}
     ]
     return page
@@ -482,7 +483,9 @@ def test_page_renders(browser, docname):
         if page["mathjax"] != "ok":
             problems.append(f"MathJax did not start: {page['mathjax']}")
         elif page["mjx"] < page["math"] or page["mjx_errors"]:
-            problems.append(f"math not typeset: {page['math']} formulas, {page['mjx']} rendered, {page['mjx_errors']} errors")
+            problems.append(
+                f"math not typeset: {page['math']} formulas, {page['mjx']} rendered, {page['mjx_errors']} errors"
+            )
 
     if page["console_errors"]:
         problems.append(f"browser console errors: {page['console_errors']}")
@@ -557,7 +560,8 @@ for (const e of article.querySelectorAll("*")) {
   if (wide.length >= 5) break;
 }
 const injected = Array.from(document.querySelectorAll(".tag_injected-parameters, .cell_input pre"))
-  .filter((e) => e.classList.contains("tag_injected-parameters") || /^\s*# Parameters\s*$/m.test(e.textContent.split("\n")[0]))
+  .filter((e) => e.classList.contains("tag_injected-parameters")
+    || /^\s*# Parameters\s*$/m.test(e.textContent.split("\n")[0]))
   .map(describe);
 return {
   width: innerWidth, searches: searches,
@@ -571,6 +575,7 @@ WIDTHS = {"desktop": 1280, "phone": 412}
 @pytest.fixture
 def window(browser):
     """Sets the window width for one test, then restores the fixture's 1200 x 900."""
+
     def resize(width: int) -> None:
         browser.set_window_size(width, 900)
 

@@ -1,5 +1,6 @@
 """Callbacks: freezing and unfreezing from inside a run keeps the optimizer, the schedule and the
 clipping right (on two architectures), and ULMFiT's gradual unfreezing runs as a callback."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,8 +29,15 @@ FAST = dict(batch_size=16, eval_batch_size=64, progress=False)
 
 
 def build(kind, tasks):
-    encoder = tiny_bert() if kind == "bert" else DistilBertModel(
-        DistilBertConfig(vocab_size=30522, dim=32, n_layers=3, n_heads=2, hidden_dim=64, max_position_embeddings=128))
+    encoder = (
+        tiny_bert()
+        if kind == "bert"
+        else DistilBertModel(
+            DistilBertConfig(
+                vocab_size=30522, dim=32, n_layers=3, n_heads=2, hidden_dim=64, max_position_embeddings=128
+            )
+        )
+    )
     return MultiTaskModel.for_tasks(encoder, tasks, seed=0)
 
 
@@ -97,8 +105,13 @@ def test_gradual_unfreezing_callback_stages_rates_and_restarts(tokenizer, trec, 
     assert [s.rate_scale for s in stages] == [1.0, 0.5, 0.25]
     hook = At(0, lambda t: None)
     start = snapshot(model)
-    trainer = Trainer(model, tokenizer, [trec, sst2], TrainConfig(lr=1e-2, backbone_lr=1e-3, **FAST),
-                      callbacks=[GradualUnfreezing(stages), hook])
+    trainer = Trainer(
+        model,
+        tokenizer,
+        [trec, sst2],
+        TrainConfig(lr=1e-2, backbone_lr=1e-3, **FAST),
+        callbacks=[GradualUnfreezing(stages), hook],
+    )
     trainer.fit(1.5)
     assert trainer.global_step == 18
     lrs = trainer.history.lr_frame()
@@ -113,13 +126,21 @@ def test_gradual_unfreezing_callback_stages_rates_and_restarts(tokenizer, trec, 
     for step, frozen in by_stage.items():
         state = hook.states[step]
         for group in frozen:
-            names = [n for n in start if n.startswith(("encoder.embeddings" if group == "embeddings" else f"encoder.encoder.layer.{group[-1]}."))]
+            names = [
+                n
+                for n in start
+                if n.startswith(
+                    ("encoder.embeddings" if group == "embeddings" else f"encoder.encoder.layer.{group[-1]}.")
+                )
+            ]
             assert names and all(torch.equal(state[n], start[n]) for n in names), (step, group)
 
 
 def test_gradual_unfreezing_checks_the_fit_length(tokenizer, trec):
     model = build("bert", [trec])
-    trainer = Trainer(model, tokenizer, [trec], TrainConfig(**FAST), callbacks=[GradualUnfreezing([Stage(["heads"], 1.0)])])
+    trainer = Trainer(
+        model, tokenizer, [trec], TrainConfig(**FAST), callbacks=[GradualUnfreezing([Stage(["heads"], 1.0)])]
+    )
     with pytest.raises(MTLError, match=r"stages add up to 1.0 epochs, but fit runs 2"):
         trainer.fit(2)
 
@@ -130,3 +151,55 @@ def test_evaluation_every_half_epoch(tokenizer, trec):
     trainer.fit(1)
     assert list(trainer.history.frame()["step"]) == [3, 6]
     assert list(trainer.history.frame()["epoch"]) == [0.5, 1.0]
+
+
+# ---------------------------------------------------------------- the order callbacks run in
+
+
+class Log(Callback):
+    """Appends its name to a shared log at every fit start and step end."""
+
+    def __init__(self, name, order, log):
+        self.name, self.order, self.log = name, order, log
+
+    def on_fit_start(self, trainer):
+        self.log.append(("start", self.name))
+
+    def on_step_end(self, trainer, step):
+        self.log.append((trainer.global_step, self.name))
+
+
+def test_the_trainer_runs_callbacks_by_order_then_insertion_whatever_order_they_were_passed_in(tokenizer, trec):
+    log = []
+    late, first_tie, second_tie, early = (
+        Log(name, order, log) for name, order in (("late", 20), ("tie 1", 0), ("tie 2", 0), ("early", -50))
+    )
+    trainer = Trainer(
+        build("bert", [trec]),
+        tokenizer,
+        [trec],
+        TrainConfig(eval_every=None, **FAST),
+        callbacks=[late, first_tie, second_tie],
+    )
+    trainer.callbacks.append(early)  # added last, runs first
+    trainer.fit(2 / 6)  # two steps
+    expected = ["early", "tie 1", "tie 2", "late"]
+    assert log == [("start", n) for n in expected] + [(s, n) for s in (1, 2) for n in expected]
+
+
+def test_at_a_stage_boundary_the_evaluation_belongs_to_the_stage_that_trained(tokenizer, trec):
+    """GradualUnfreezing passed before Evaluation still runs after it: the scores taken at the step
+    where the heads stage ends are labelled with that stage, not with the stage about to start."""
+    model = build("bert", [trec])
+    stages = [Stage(["heads"], 1.0, name="heads only"), Stage(["layer.2"], 1.0, name="+layer.2")]
+    trainer = Trainer(
+        model,
+        tokenizer,
+        [trec],
+        TrainConfig(eval_every=None, **FAST),
+        callbacks=[GradualUnfreezing(stages), Evaluation(every=1.0)],
+    )
+    trainer.fit(2)
+    frame = trainer.history.frame()
+    assert list(frame["step"]) == [6, 12]
+    assert list(frame["stage"]) == ["heads only", "+layer.2"]

@@ -1,11 +1,13 @@
 """Device options of the training loop: pinned batches for CUDA, torch.compile of the model, and
 (where a GPU exists) frozen tensors staying bitwise identical on it. The CUDA test is skipped on a
 machine without one."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
+import mtl_helpers.evaluation as evaluation_module
 import mtl_helpers.train as train_module
 from mtl_helpers import Trainer, TrainConfig, assert_frozen_unchanged, changed_groups, freeze, make_loader, snapshot
 
@@ -27,7 +29,8 @@ def loader_calls(monkeypatch) -> list[dict]:
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "make_loader", spy)
+    monkeypatch.setattr(train_module, "make_loader", spy)  # training loaders
+    monkeypatch.setattr(evaluation_module, "make_loader", spy)  # scoring loaders (score_rows)
     return calls
 
 
@@ -37,16 +40,24 @@ def test_trainer_pins_batches_only_on_cuda(make_model, tokenizer, trec, monkeypa
     assert trainer.pin_memory is False
     trainer.fit()
     trainer.evaluate()
-    assert len(calls) == 2 and all(c["pin_memory"] is False for c in calls)  # one training loader, one evaluation loader
+    assert len(calls) == 2 and all(
+        c["pin_memory"] is False for c in calls
+    )  # one training loader, one evaluation loader
 
 
 @needs_cuda
-def test_on_cuda_frozen_tensors_stay_bitwise_identical_and_batches_are_pinned(make_model, tokenizer, trec, sst2, monkeypatch):
+def test_on_cuda_frozen_tensors_stay_bitwise_identical_and_batches_are_pinned(
+    make_model, tokenizer, trec, sst2, monkeypatch
+):
     calls = loader_calls(monkeypatch)
     model = make_model([trec, sst2])
     freeze(model, "embeddings", "layer.0", "head.sst2")
-    trainer = Trainer(model, tokenizer, [trec, sst2], TrainConfig(epochs=1, lr=1e-2, weight_decay=0.5, device="cuda",
-                                                                  sync_every=4, precision="bf16", **FAST))
+    trainer = Trainer(
+        model,
+        tokenizer,
+        [trec, sst2],
+        TrainConfig(epochs=1, lr=1e-2, weight_decay=0.5, device="cuda", sync_every=4, precision="bf16", **FAST),
+    )
     assert trainer.device.type == "cuda" and trainer.pin_memory
     before = snapshot(model)
     assert all(t.device.type == "cuda" for t in before.values())
@@ -77,12 +88,15 @@ for compiled in (False, True):
                                    intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
                                    attention_probs_dropout_prob=0.0))
     model = MultiTaskModel.for_tasks(encoder, [trec], dropout=0.0)
-    model.heads["trec"].register_forward_hook(lambda m, i, o: seen.__setitem__("compiled", torch.compiler.is_compiling()))
+    def note(module, inputs, output):
+        seen["compiled"] = torch.compiler.is_compiling()
+    model.heads["trec"].register_forward_hook(note)
     config = TrainConfig(epochs=0.5, lr=1e-3, compile=compiled, device="cpu", eval_every=None, batch_size=16,
                          eval_batch_size=64, progress=False)  # lengths vary
     trainer = Trainer(model, tokenizer, [trec], config)
     trainer.fit()
-    out[str(compiled)] = {"losses": [s["loss"] for s in trainer.history.steps], "compiled_forward_ran": seen["compiled"]}
+    losses = [s["loss"] for s in trainer.history.steps]
+    out[str(compiled)] = {"losses": losses, "compiled_forward_ran": seen["compiled"]}
 print(json.dumps(out))
 """
 

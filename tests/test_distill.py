@@ -1,6 +1,7 @@
 """Learning without Forgetting (mtl_helpers.distill): the distillation term is zero when the student
 is the teacher, the teacher never changes, the term's gradient reaches the backbone, and bad
 settings are refused."""
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,9 @@ def first_batch(trainer, task):
 
 
 def lwf(model, tokenizer, tasks, **kwargs):
-    return DistillationTrainer(model, tokenizer, tasks, TrainConfig(epochs=1, lr=1e-2, **FAST), protect="trec", **kwargs)
+    return DistillationTrainer(
+        model, tokenizer, tasks, TrainConfig(epochs=1, lr=1e-2, **FAST), protect="trec", **kwargs
+    )
 
 
 def test_head_outputs_match_the_models_own_forward(make_model, tokenizer, trec, sst2):
@@ -98,12 +101,24 @@ def test_the_weight_scales_the_term_and_zero_turns_it_off(make_model, tokenizer,
     torch.testing.assert_close(off.loss("sst2", batch), plain)
     # batches of the protected task itself keep the plain loss
     trec_batch = first_batch(one, "trec")
-    torch.testing.assert_close(one.loss("trec", trec_batch), F.cross_entropy(model("trec", trec_batch), trec_batch["labels"]))
+    torch.testing.assert_close(
+        one.loss("trec", trec_batch), F.cross_entropy(model("trec", trec_batch), trec_batch["labels"])
+    )
 
 
-@pytest.mark.parametrize("field,value", [("weight", -1.0), ("weight", float("nan")), ("weight", float("inf")),
-                                         ("weight", "1"), ("temperature", 0.0), ("temperature", -2.0),
-                                         ("temperature", float("nan")), ("temperature", True)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("weight", -1.0),
+        ("weight", float("nan")),
+        ("weight", float("inf")),
+        ("weight", "1"),
+        ("temperature", 0.0),
+        ("temperature", -2.0),
+        ("temperature", float("nan")),
+        ("temperature", True),
+    ],
+)
 def test_a_bad_weight_or_temperature_is_refused(make_model, tokenizer, trec, sst2, field, value):
     model = make_model([trec, sst2])
     with pytest.raises(MTLError, match=rf"{field}=.*finite number"):

@@ -1,10 +1,19 @@
 """The offline default encoder, mean pooling, and clear errors for models that cannot load."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mtl_helpers import DEFAULT_MODEL_ID, ModelLoadError, MultiTaskModel, layer_groups, load_encoder, load_task, mean_pool
+from mtl_helpers import (
+    DEFAULT_MODEL_ID,
+    ModelLoadError,
+    MultiTaskModel,
+    layer_groups,
+    load_encoder,
+    load_task,
+    mean_pool,
+)
 from mtl_helpers.train import model_label
 
 
@@ -29,7 +38,9 @@ def test_default_encoder_is_minilm_offline():
 
 
 def test_unknown_model_offline_names_the_default():
-    with pytest.raises(ModelLoadError, match=r"Could not load encoder 'no-such-org/no-such-model'.*load_encoder\(\) with no argument"):
+    with pytest.raises(
+        ModelLoadError, match=r"Could not load encoder 'no-such-org/no-such-model'.*load_encoder\(\) with no argument"
+    ):
         load_encoder("no-such-org/no-such-model")
 
 

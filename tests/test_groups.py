@@ -1,4 +1,5 @@
 """Layer groups of any encoder, freezing (LayerNorm included), dropout in frozen parts."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,7 +34,9 @@ def encoders():
     return {
         "bert": tiny_bert(),
         "distilbert": DistilBertModel(DistilBertConfig(dim=32, n_layers=3, n_heads=2, hidden_dim=64, **small)),
-        "roberta": RobertaModel(RobertaConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, **small)),
+        "roberta": RobertaModel(
+            RobertaConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, **small)
+        ),
     }
 
 
@@ -61,13 +64,24 @@ def test_pooler_is_removed():
 
 
 def test_shared_layer_encoders_are_refused_clearly():
-    albert = AlbertModel(AlbertConfig(vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64))
+    albert = AlbertModel(
+        AlbertConfig(
+            vocab_size=100,
+            embedding_size=16,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    )
     with pytest.raises(UnsupportedEncoderError, match="ALBERT"):
         layer_groups(with_heads(albert))
 
 
 def test_unknown_group_lists_the_valid_ones(two_heads):
-    with pytest.raises(UnknownGroupError, match=r"Unknown layer group 'layer.9'. Valid groups: embeddings, layer.0.*aliases: backbone"):
+    with pytest.raises(
+        UnknownGroupError, match=r"Unknown layer group 'layer.9'. Valid groups: embeddings, layer.0.*aliases: backbone"
+    ):
         freeze(two_heads, "layer.9")
 
 
@@ -113,7 +127,14 @@ GROUP_NAMES = ["embeddings", "layer.0", "layer.1", "layer.2", "head.a", "head.b"
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["freeze", "unfreeze", "train_only"]), st.lists(st.sampled_from(GROUP_NAMES), max_size=3)), max_size=8))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["freeze", "unfreeze", "train_only"]), st.lists(st.sampled_from(GROUP_NAMES), max_size=3)
+        ),
+        max_size=8,
+    )
+)
 def test_any_freeze_sequence_gives_the_intended_trainable_set(ops):
     model = with_heads(tiny_bert())
     expand = {
@@ -137,3 +158,40 @@ def test_any_freeze_sequence_gives_the_intended_trainable_set(ops):
     for name, group in layer_groups(model).items():
         flags = {p.requires_grad for _, p in group.params}
         assert flags == {name in intended}, (name, ops)
+
+
+# ---------------------------------------------------------------- one partition per change
+
+
+def test_one_trainer_unfreeze_partitions_the_model_once(make_model, tokenizer, trec, monkeypatch):
+    """Resolving names, building optimizer groups and re-applying the dropout rule all read the
+    partition; it is computed once (the cache was emptied first) and reused by the next unfreeze."""
+    from mtl_helpers import Trainer, TrainConfig, groups
+
+    model = make_model([trec])
+    freeze(model, "backbone")
+    trainer = Trainer(model, tokenizer, [trec], TrainConfig(progress=False, eval_every=None))
+    computed = []
+    real = groups._compute_partition
+    monkeypatch.setattr(groups, "_compute_partition", lambda m: computed.append(1) or real(m))
+    groups._PARTITIONS.clear()
+    trainer.unfreeze("layer.2")
+    assert len(computed) == 1
+    trainer.unfreeze("layer.1")
+    trainer.freeze("layer.2")
+    assert len(computed) == 1  # freezing changes requires_grad only: the same partition serves
+
+
+def test_the_partition_follows_changes_to_the_models_parameters(make_model, trec):
+    from mtl_helpers import truncate_encoder
+
+    model = make_model([trec])
+    assert [n for n in layer_groups(model) if n.startswith("layer.")] == ["layer.0", "layer.1", "layer.2"]
+    layer_groups(model).clear()  # a caller's copy: the next call is whole again
+    assert "head.trec" in layer_groups(model)
+    truncate_encoder(model.encoder, 1)
+    assert [n for n in layer_groups(model) if n.startswith("layer.")] == ["layer.0"]
+    model.heads["extra"] = SentenceHead(32, 2)
+    assert "head.extra" in layer_groups(model)
+    freeze(model, "head.extra")
+    assert layer_groups(model)["head.extra"].trainable == 0 and layer_groups(model)["head.trec"].trainable > 0

@@ -1,6 +1,7 @@
 """The notebooks: stored clean (no errors, no machine paths, a parameters cell), a parameter check that
 refuses what the chapter cannot use, and ready for `make nbval`, which runs each one once, in the smoke
 profile, from a copy that papermill prepared (the unit tests here execute no notebook)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -61,14 +62,18 @@ def test_no_injected_parameters_cell(path):
     """papermill's injected cell would run after `parameters` and undo a Colab reader's edits."""
     nb = nbformat.read(path, as_version=4)
     injected = [i for i, c in enumerate(nb.cells) if "injected-parameters" in c.metadata.get("tags", [])]
-    assert not injected, f"cells {injected} are papermill's injected parameters: python scripts/run_notebooks.py --strip-only"
+    assert not injected, (
+        f"cells {injected} are papermill's injected parameters: python scripts/run_notebooks.py --strip-only"
+    )
 
 
 def test_runner_strips_injected_parameters_and_progress_bars(tmp_path):
     runner = load_runner()
     nb = nbformat.v4.new_notebook()
     parameters = nbformat.v4.new_code_cell('profile = "cpu"', metadata={"tags": ["parameters"]})
-    injected = nbformat.v4.new_code_cell('# Parameters\nprofile = "smoke"\n', metadata={"tags": ["injected-parameters"]})
+    injected = nbformat.v4.new_code_cell(
+        '# Parameters\nprofile = "smoke"\n', metadata={"tags": ["injected-parameters"]}
+    )
     work = nbformat.v4.new_code_cell("train()")
     work.outputs = [
         nbformat.v4.new_output("stream", name="stderr", text="epoch 1:  40%|####  | 40/100 [00:02<00:03, 9.9it/s]\r"),
@@ -79,7 +84,11 @@ def test_runner_strips_injected_parameters_and_progress_bars(tmp_path):
     path = tmp_path / "nb.ipynb"
     nbformat.write(nb, path)
     changed = runner.clean_notebook(path)
-    assert changed == {"progress-bar outputs removed": 1, "injected-parameters cells removed": 1, "NBVAL comments made tags": 1}
+    assert changed == {
+        "progress-bar outputs removed": 1,
+        "injected-parameters cells removed": 1,
+        "NBVAL comments made tags": 1,
+    }
     cleaned = nbformat.read(path, as_version=4)
     assert [c.source for c in cleaned.cells] == [parameters.source, work.source, "summary()"]
     assert [o.get("text") for o in cleaned.cells[1].outputs] == ["done\n"]
@@ -126,10 +135,10 @@ def test_papermill_prepares_every_notebook_for_nbval(tmp_path, monkeypatch):
 def test_make_nbval_executes_the_prepared_copies():
     """nbval runs the copies that papermill prepared (with the smoke profile injected), not notebooks/."""
     makefile = (ROOT / "Makefile").read_text()
-    recipe = makefile[makefile.index("\nnbval:"):].split("\n\n")[0]
+    recipe = makefile[makefile.index("\nnbval:") :].split("\n\n")[0]
     prepare = next(line for line in recipe.splitlines() if "run_notebooks.py" in line)
     assert "--profile smoke --prepare-only --out $(NBVAL_DIR)" in prepare
-    run = recipe[recipe.index("--nbval-lax"):]
+    run = recipe[recipe.index("--nbval-lax") :]
     assert run.rstrip().endswith("$(addprefix $(NBVAL_DIR)/,$(notdir $(NBVAL_NOTEBOOKS)))"), run
 
 
@@ -139,8 +148,11 @@ REFUSED = {
     "02_whole_network_frozen": ({"task_a": "wnut_17"}, "task_a='wnut_17' is a token-level task"),
     "03_backbone_frozen": ({"task_b": "conll2003"}, "task_b='conll2003' is a token-level task"),
     "04_one_head_frozen": ({"task_b": "trec"}, "task_a and task_b must be two different tasks"),
-    "05_little_data": ({"task_b": "conll2003"}, "task_b='conll2003' is a token-level task; this chapter needs a "
-                                                "sentence-level task (its head-only probe caches sentence features)"),
+    "05_little_data": (
+        {"task_b": "conll2003"},
+        "task_b='conll2003' is a token-level task; this chapter needs a "
+        "sentence-level task (its head-only probe caches sentence features)",
+    ),
     "06_gradual_unfreezing": ({"task_b": "trec"}, "task_a and task_b must be two different tasks"),
     "07_heads_first_and_top_layers": ({"task_b": "conll2003"}, "task_b='conll2003' is a token-level task"),
     "08_when_transfer_pays": ({"task_a": "wnut_17"}, "task_a='wnut_17' is a token-level task"),
@@ -179,7 +191,9 @@ GLUE_ROLE = __import__("re").compile(r"\{glue(?::[a-z]+)?\}`([^`]+)`|```\{glue(?
 
 def glued_keys(nb) -> set[str]:
     """The keys a stored notebook glued (myst-nb marks each glued output with `scrapbook.name`)."""
-    return {o.get("metadata", {}).get("scrapbook", {}).get("name") for c in nb.cells for o in c.get("outputs", [])} - {None}
+    return {o.get("metadata", {}).get("scrapbook", {}).get("name") for c in nb.cells for o in c.get("outputs", [])} - {
+        None
+    }
 
 
 def test_every_glue_reference_resolves_to_a_stored_output():
@@ -199,4 +213,6 @@ def test_every_glue_reference_resolves_to_a_stored_output():
                 missing.append(f"{path.name}: {reference} needs a format (myst-nb splits at the last colon: add ':s')")
             if key not in stored.get(notebook, set()):
                 missing.append(f"{path.name}: {notebook}::{key}")
-    assert not missing, "glue references with no stored output (run `make notebooks`): " + ", ".join(sorted(set(missing)))
+    assert not missing, "glue references with no stored output (run `make notebooks`): " + ", ".join(
+        sorted(set(missing))
+    )

@@ -1,4 +1,5 @@
 """Discriminative rates, parameter groups, the optimizer audit and the slanted triangular schedule."""
+
 from __future__ import annotations
 
 import pytest
@@ -88,7 +89,9 @@ def test_rate_schedule_follows_groups_that_join_and_restarts():
     optimizer.add_param_group({"params": [b], "lr": 0.0, "peak_lr": 0.5})  # joins mid-run
     rates = schedule.apply(optimizer)
     m = slanted_triangular(4, 10, 0.1, 32)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(m) and optimizer.param_groups[1]["lr"] == pytest.approx(0.5 * m)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(m) and optimizer.param_groups[1]["lr"] == pytest.approx(
+        0.5 * m
+    )
     assert len(rates) == 2
     schedule.restart(5)
     schedule.apply(optimizer)
@@ -96,8 +99,18 @@ def test_rate_schedule_follows_groups_that_join_and_restarts():
 
 
 def test_gradual_stages_go_from_the_top_down(two_heads):
-    assert gradual_unfreezing_stages(two_heads) == [["head.a", "head.b"], ["layer.2"], ["layer.1"], ["layer.0"], ["embeddings"]]
-    assert gradual_unfreezing_stages(two_heads, 3) == [["head.a", "head.b"], ["layer.1", "layer.2"], ["embeddings", "layer.0"]]
+    assert gradual_unfreezing_stages(two_heads) == [
+        ["head.a", "head.b"],
+        ["layer.2"],
+        ["layer.1"],
+        ["layer.0"],
+        ["embeddings"],
+    ]
+    assert gradual_unfreezing_stages(two_heads, 3) == [
+        ["head.a", "head.b"],
+        ["layer.1", "layer.2"],
+        ["embeddings", "layer.0"],
+    ]
     with pytest.raises(ValueError, match="n_stages"):
         gradual_unfreezing_stages(two_heads, 9)
 
@@ -121,7 +134,10 @@ def test_spread_factor_reaches_the_bottom_at_the_intended_divisor(two_heads):
     assert rates["layer.1"] / rates["layer.0"] == pytest.approx(rates["layer.0"] / rates["embeddings"])
 
 
-@pytest.mark.parametrize("bad", [dict(lr=float("nan")), dict(lr=1e-3, factor=float("inf")), dict(lr=1e-3, backbone_lr=float("nan")), dict(lr=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [dict(lr=float("nan")), dict(lr=1e-3, factor=float("inf")), dict(lr=1e-3, backbone_lr=float("nan")), dict(lr=0)],
+)
 def test_rates_reject_non_finite_or_non_positive_values(two_heads, bad):
     with pytest.raises(ValueError, match="finite number > 0"):
         discriminative_rates(two_heads, **bad)

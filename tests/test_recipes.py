@@ -1,5 +1,6 @@
 """Recipes: per-step learning rates kept in the record (and read back for the rate figure), and
 out-of-distribution scores stored so that the noise rule can compare them."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,9 @@ def tiny_recipes(monkeypatch, tmp_path, tokenizer):
     return get_profile("smoke")
 
 
-GRADUAL = Recipe(gradual=3, head_lr=1e-2, backbone_lr=1e-3, factor=2.0, epochs=1.5, batch_size=16,
-                 stage_scales=(1.0, 0.5, 0.25))
+GRADUAL = Recipe(
+    gradual=3, head_lr=1e-2, backbone_lr=1e-3, factor=2.0, epochs=1.5, batch_size=16, stage_scales=(1.0, 0.5, 0.25)
+)
 
 
 def test_keep_rates_stores_the_rate_of_every_group_at_every_step(tiny_recipes, trec, sst2):
@@ -78,8 +80,9 @@ HEADS = Recipe(train=("heads",), head_lr=1e-2, epochs=0.5, batch_size=16)
 def test_a_stored_run_without_a_requested_split_is_not_reused(tiny_recipes, trec, sst2):
     messages = []
     [first] = run_recipe("splits", HEADS, [trec, sst2], [0], tiny_recipes, splits=("validation",), log=messages.append)
-    [both] = run_recipe("splits", HEADS, [trec, sst2], [0], tiny_recipes, splits=("validation", "test"),
-                        log=messages.append)
+    [both] = run_recipe(
+        "splits", HEADS, [trec, sst2], [0], tiny_recipes, splits=("validation", "test"), log=messages.append
+    )
     assert ["reused" in m for m in messages] == [False, False]
     assert 0 <= both.metric("trec", "test") <= 1 and both.metric("trec") == first.metric("trec")
 

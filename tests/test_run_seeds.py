@@ -11,6 +11,7 @@ from conftest import tiny_model
 
 from mtl_helpers import MTLError, RunRecord, Trainer, TrainConfig, chosen_value, load_records, run_seeds, sweep_table
 from mtl_helpers.callbacks import Callback
+from mtl_helpers.state import StepRecord
 
 
 class InterruptAt(Callback):
@@ -19,8 +20,8 @@ class InterruptAt(Callback):
     def __init__(self, step: int):
         self.step = step
 
-    def on_step_end(self, trainer, step: dict) -> None:
-        if step["step"] == self.step:
+    def on_step_end(self, trainer, step: StepRecord) -> None:
+        if step.step == self.step:
             raise KeyboardInterrupt
 
 

@@ -1,6 +1,7 @@
 """Token-task scoring counts every word of every sentence: words that max_length cut off (or that
 have no sub-token at all) are predicted "O", so their gold entities become misses, and the metrics
 say how many words and gold entities were cut."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,9 +19,11 @@ CUT_LENGTH = 8  # [CLS], six sub-tokens, [SEP]: most CoNLL sentences lose words
 def _oracle(model):
     """Make the model predict the gold tag of every labelled sub-token: any score below 1 comes from
     words the model never saw."""
+
     def forward(task, batch):
         labels = batch["labels"]
         return F.one_hot(labels.clamp(min=0), model.head(task).num_labels).float() * (labels != -100).unsqueeze(-1)
+
     model.forward = forward
     return model
 
@@ -63,8 +66,14 @@ def test_cut_words_count_as_misses_and_f1_equals_seqeval_over_full_sentences(mak
     assert result.metrics["entity_f1"] < 0.9
     assert result.metrics["token_accuracy"] == sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p)) / words
     # per sentence, in the split's own order (the Trainer sorts rows by length to score them)
-    expected = [(len(set(get_entities(g)) & set(get_entities(p))), len(set(get_entities(p)) - set(get_entities(g))),
-                 len(set(get_entities(g)) - set(get_entities(p)))) for g, p in zip(gold, pred)]
+    expected = [
+        (
+            len(set(get_entities(g)) & set(get_entities(p))),
+            len(set(get_entities(p)) - set(get_entities(g))),
+            len(set(get_entities(g)) - set(get_entities(p))),
+        )
+        for g, p in zip(gold, pred)
+    ]
     assert [tuple(r) for r in result.outcomes.tolist()] == expected
 
 
@@ -120,3 +129,57 @@ def test_evaluate_task_refuses_token_scoring_without_or_with_misordered_words(ma
     misordered = tokenized.alignments("conll2003", "validation")[::-1]
     with pytest.raises(MTLError, match=r"sentence 0: the word alignment does not fit the loader's labels"):
         evaluate_task(model, conll, "validation", loader, cpu, words=misordered)
+
+
+# ---------------------------------------------------------------- scoring without a Trainer
+
+
+@pytest.mark.parametrize("level", ["sentence", "token"])
+def test_score_task_gives_the_trainers_outcomes(make_model, tokenizer, trec, conll, level):
+    """The free function and trainer.evaluate_outcomes: equal metrics and bitwise equal outcomes in the
+    split's row order (token task: cut at CUT_LENGTH, so words without a prediction count too)."""
+    from mtl_helpers import score_task
+
+    task = trec if level == "sentence" else conll
+    model = make_model([task])
+    trainer = Trainer(
+        model,
+        tokenizer,
+        [task],
+        TrainConfig(max_length=CUT_LENGTH, eval_batch_size=16, progress=False, eval_every=None, device="cpu"),
+    )
+    mine = trainer.evaluate_outcomes("validation")[task.name]
+    free = score_task(model, tokenizer, task, "validation", batch_size=16, max_length=CUT_LENGTH)
+    assert free.metrics == mine.metrics
+    assert free.outcomes.dtype == mine.outcomes.dtype and (free.outcomes == mine.outcomes).all()
+    assert len(free.outcomes) == len(task.splits["validation"])
+
+
+def test_score_task_refuses_a_head_that_does_not_fit_the_task(make_model, tokenizer, trec, conll):
+    from mtl_helpers import MTLError, score_task
+    from mtl_helpers.recipes import replace_name
+
+    model = make_model([trec])
+    with pytest.raises(MTLError, match=r"Head 'trec' is a sentence head .* Build the model with MultiTaskModel"):
+        score_task(model, tokenizer, replace_name(conll, "trec"), "validation")
+
+
+def test_evaluate_transfer_scores_like_the_trainer_without_building_an_optimizer(
+    make_model, tokenizer, trec, monkeypatch
+):
+    from mtl_helpers.recipes import evaluate_transfer, replace_name
+
+    model = make_model([trec])
+    trainer = Trainer(model, tokenizer, [trec], TrainConfig(eval_batch_size=16, progress=False, eval_every=None))
+    own = trainer.evaluate_outcomes("validation")["trec"]
+    built = []
+    real_init = torch.optim.AdamW.__init__
+
+    def spy(self, *args, **kwargs):
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "__init__", spy)
+    result = evaluate_transfer(trainer, "trec", replace_name(trec, "trec_again"), "validation")
+    assert not built  # scoring a head needs no second Trainer: no optimizer, no audit, no device move
+    assert result.task == "trec" and result.metrics == own.metrics and (result.outcomes == own.outcomes).all()

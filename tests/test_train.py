@@ -1,5 +1,6 @@
 """Training behaviour: frozen means bitwise unchanged, the optimizer holds exactly the trainable
 parameters at their intended rates, faults stop cleanly, and the same seed gives the same run."""
+
 from __future__ import annotations
 
 import math
@@ -57,7 +58,12 @@ def test_optimizer_holds_exactly_the_trainable_parameters_at_their_rates(make_mo
     rates = discriminative_rates(model, 1e-3, 2.6, 1e-4)
     for group in trainer.optimizer.param_groups:
         assert group["peak_lr"] == rates[group["name"].split("/")[0]]
-    assert {g["name"].split("/")[0] for g in trainer.optimizer.param_groups} == {"layer.1", "layer.2", "head.trec", "head.sst2"}
+    assert {g["name"].split("/")[0] for g in trainer.optimizer.param_groups} == {
+        "layer.1",
+        "layer.2",
+        "head.trec",
+        "head.sst2",
+    }
     assert {id(p) for p in trainer.trainable_parameters()} == trainable_ids(model)
 
 
@@ -211,7 +217,13 @@ def test_interrupt_keeps_history_and_best_checkpoint_and_is_recorded(make_model,
             if trainer.global_step == 8:
                 raise KeyboardInterrupt
 
-    trainer = Trainer(model, tokenizer, [trec], TrainConfig(epochs=2, checkpoint_path=str(checkpoint), **FAST), callbacks=[Interrupt()])
+    trainer = Trainer(
+        model,
+        tokenizer,
+        [trec],
+        TrainConfig(epochs=2, checkpoint_path=str(checkpoint), **FAST),
+        callbacks=[Interrupt()],
+    )
     with pytest.warns(UserWarning, match="interrupted at step 8"):
         history = trainer.fit()
     assert history.interrupted and len(history.steps) == 8 and len(history.evals) == 1  # epoch 1: validation
@@ -252,14 +264,29 @@ def test_token_task_trains_and_reports_entity_f1(make_model, tokenizer):
     assert record.outcome_array("conll2003").shape == (32, 3)
 
 
-@pytest.mark.parametrize("bad, field", [
-    (dict(epochs=0), "epochs"), (dict(epochs=float("inf")), "epochs"), (dict(lr=-1), "lr"), (dict(lr=float("nan")), "lr"),
-    (dict(backbone_lr=float("nan")), "backbone_lr"), (dict(factor=float("inf")), "factor"), (dict(factor=0), "factor"),
-    (dict(temperature=float("nan")), "temperature"), (dict(ratio=0), "ratio"), (dict(ratio=-2), "ratio"),
-    (dict(max_grad_norm=-1.0), "max_grad_norm"), (dict(loss_weights={"trec": -1.0}), "loss_weights"),
-    (dict(sampling="random"), "sampling"), (dict(padding="none"), "padding"), (dict(schedule="cosine"), "schedule"),
-    (dict(batch_size=0), "batch_size"), (dict(cut_frac=1.5), "cut_frac"), (dict(sync_every=0), "sync_every"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        (dict(epochs=0), "epochs"),
+        (dict(epochs=float("inf")), "epochs"),
+        (dict(lr=-1), "lr"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(backbone_lr=float("nan")), "backbone_lr"),
+        (dict(factor=float("inf")), "factor"),
+        (dict(factor=0), "factor"),
+        (dict(temperature=float("nan")), "temperature"),
+        (dict(ratio=0), "ratio"),
+        (dict(ratio=-2), "ratio"),
+        (dict(max_grad_norm=-1.0), "max_grad_norm"),
+        (dict(loss_weights={"trec": -1.0}), "loss_weights"),
+        (dict(sampling="random"), "sampling"),
+        (dict(padding="none"), "padding"),
+        (dict(schedule="cosine"), "schedule"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(cut_frac=1.5), "cut_frac"),
+        (dict(sync_every=0), "sync_every"),
+    ],
+)
 def test_config_rejects_values_that_would_train_wrong(bad, field):
     with pytest.raises(ValueError, match=rf"Invalid TrainConfig: {field}=.*allowed: "):
         TrainConfig(**bad)
@@ -294,7 +321,9 @@ def test_an_encoder_with_a_smaller_vocabulary_fails_at_construction(tokenizer, t
 
     from mtl_helpers import MultiTaskModel
 
-    encoder = BertModel(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+    encoder = BertModel(
+        BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    )
     model = MultiTaskModel.for_tasks(encoder, [trec])
     with pytest.raises(MTLError, match=r"tokenizer has 30522 tokens but the encoder's embedding table only 1000 rows"):
         Trainer(model, tokenizer, [trec], TrainConfig(**FAST))
@@ -361,3 +390,30 @@ def test_feature_cache_keeps_each_split_under_its_own_key(make_model, tokenizer,
     first = cache.rows("trec", "validation")
     assert cache.rows("trec", "validation") is first
     assert ("trec", "validation") in cache._rows and all(len(k) == 2 and isinstance(k[0], str) for k in cache._rows)
+
+
+def test_the_run_counters_live_in_the_state_and_read_through_the_trainer(make_model, tokenizer, trec):
+    trainer = Trainer(make_model([trec]), tokenizer, [trec], TrainConfig(eval_every=None, **FAST))
+    trainer.fit(0.5)  # 96 rows at batch 16: 6 steps per epoch, 3 in this fit
+    state = trainer.state
+    assert (state.global_step, state.step_in_fit, state.total_steps, state.steps_per_epoch) == (3, 3, 3, 6)
+    assert (state.examples_seen, state.fits_started, state.fit_completed) == (48, 1, True)
+    names = [
+        "global_step",
+        "step_in_fit",
+        "epochs_done",
+        "steps_per_epoch",
+        "total_steps",
+        "fit_epochs",
+        "stage",
+        "fit_completed",
+        "examples_seen",
+        "train_seconds",
+        "peak_memory_mb",
+        "memory_method",
+        "trained_groups",
+    ]
+    assert all(getattr(trainer, n) == getattr(state, n) for n in names)
+    assert trainer.trained_groups is state.trained_groups and set(state.trained_groups) >= {"head.trec"}
+    with pytest.raises(AttributeError):
+        trainer.global_step = 0  # the counters change in one place: trainer.state

@@ -2,6 +2,7 @@
 gradual-unfreezing stage runs, the record names what trained at the rate it got, scores belong to
 the weights they were computed on, a failed fit is told apart from an interrupted one, and bad
 settings are refused before training."""
+
 from __future__ import annotations
 
 import copy
@@ -36,13 +37,17 @@ def first_batch(trainer, task):
 
 
 def test_unfreezing_on_the_model_after_the_trainer_is_built_is_refused_until_the_trainer_adopts_it(
-        make_model, tokenizer, trec, sst2):
+    make_model, tokenizer, trec, sst2
+):
     model = make_model([trec, sst2])
     freeze(model, "backbone")
     trainer = Trainer(model, tokenizer, [trec, sst2], TrainConfig(lr=1e-2, eval_every=None, **FAST))
     mtl_helpers.unfreeze(model, "layer.1")  # the module-level function: the optimizer cannot know
-    with pytest.raises(MTLError, match=r"\['layer.1'\] became trainable but are not in the optimizer.*"
-                                       r"trainer.unfreeze\('layer.1'\)"):
+    with pytest.raises(
+        MTLError,
+        match=r"\['layer.1'\] became trainable but are not in the optimizer.*"
+        r"trainer.unfreeze\('layer.1'\)",
+    ):
         trainer.fit(0.5)
     with pytest.raises(MTLError, match=r"trainer.unfreeze\('layer.1'\)"):
         trainer.step("trec", first_batch(trainer, "trec"))
@@ -58,8 +63,11 @@ def test_freezing_on_the_model_after_the_trainer_is_built_is_refused(make_model,
     model = make_model([trec])
     trainer = Trainer(model, tokenizer, [trec], TrainConfig(eval_every=None, **FAST))
     freeze(model, "layer.2")  # still in the optimizer: it would sit there, never stepped, counted as trained
-    with pytest.raises(MTLError, match=r"\['layer.2'\] were frozen but are still in the optimizer.*"
-                                       r"trainer.freeze\('layer.2'\)"):
+    with pytest.raises(
+        MTLError,
+        match=r"\['layer.2'\] were frozen but are still in the optimizer.*"
+        r"trainer.freeze\('layer.2'\)",
+    ):
         trainer.fit(0.5)
     assert trainer.global_step == 0
     trainer.freeze("layer.2")
@@ -73,11 +81,19 @@ def test_freezing_on_the_model_after_the_trainer_is_built_is_refused(make_model,
 def test_gradual_unfreezing_with_fewer_steps_than_stages_is_refused_before_training(make_model, tokenizer, trec):
     model = make_model([trec])
     stages = ulmfit_stages(model, n_stages=3, epochs_per_stage=0.25)  # 96 rows at batch 48: 2 steps for 3 stages
-    trainer = Trainer(model, tokenizer, [trec], TrainConfig(batch_size=48, eval_every=None, progress=False),
-                      callbacks=[GradualUnfreezing(stages)])
+    trainer = Trainer(
+        model,
+        tokenizer,
+        [trec],
+        TrainConfig(batch_size=48, eval_every=None, progress=False),
+        callbacks=[GradualUnfreezing(stages)],
+    )
     before = snapshot(model)
-    with pytest.raises(MTLError, match=r"3 stages but this fit has only 2 optimizer steps .*stage 2 .*would get none.*"
-                                       r"more epochs.*fewer stages"):
+    with pytest.raises(
+        MTLError,
+        match=r"3 stages but this fit has only 2 optimizer steps .*stage 2 .*would get none.*"
+        r"more epochs.*fewer stages",
+    ):
         trainer.fit(0.75)
     assert trainer.global_step == 0 and changed_groups(model, before)["bitwise identical"].all()
 
@@ -131,8 +147,8 @@ def test_scores_follow_the_weights_not_the_step_count(make_model, tokenizer, tre
     assert trained_more["loss"] != fresh.metrics["loss"]  # so a stale score would have shown
 
     calls = []
-    scorer = mtl_helpers.train.evaluate_task
-    monkeypatch.setattr(mtl_helpers.train, "evaluate_task", lambda *a, **k: calls.append(1) or scorer(*a, **k))
+    scorer = mtl_helpers.evaluation.evaluate_task  # what every scoring path (score_rows, score_task) runs
+    monkeypatch.setattr(mtl_helpers.evaluation, "evaluate_task", lambda *a, **k: calls.append(1) or scorer(*a, **k))
     model.eval()
     assert trainer.evaluate() == {"trec": fresh.metrics} and not calls  # the mode is no part of the weights
     model.train()
@@ -197,8 +213,11 @@ def test_a_task_whose_path_is_all_frozen_is_refused_at_fit_start(make_model, tok
     model = make_model([trec, sst2])
     freeze(model, "backbone", "head.sst2")
     trainer = Trainer(model, tokenizer, [trec, sst2], TrainConfig(eval_every=None, **FAST), callbacks=[Started()])
-    with pytest.raises(MTLError, match=r"Task 'sst2' has nothing trainable.*trainer.fit\(tasks=\['trec'\]\).*"
-                                       r"trainer.unfreeze\('head.sst2'\)"):
+    with pytest.raises(
+        MTLError,
+        match=r"Task 'sst2' has nothing trainable.*trainer.fit\(tasks=\['trec'\]\).*"
+        r"trainer.unfreeze\('head.sst2'\)",
+    ):
         trainer.fit()
     assert Started.ran and trainer.global_step == 0 and not trainer.history.ever_interrupted
     with pytest.raises(MTLError, match=r"loss of task 'sst2' reaches no trainable parameter"):
@@ -225,13 +244,16 @@ def test_the_largest_seed_fits_twice(make_model, tokenizer, trec):
 # ---------------------------------------------------------------- 8. recipes that contradict themselves
 
 
-@pytest.mark.parametrize("fields, named", [
-    (dict(lp_epochs=0.5, gradual=3), r"lp_epochs=0.5, gradual=3.*set lp_epochs=0 .*or gradual=0"),
-    (dict(lp_epochs=2.0, epochs=2.0), r"lp_epochs=2.0, epochs=2.0.*lower lp_epochs or raise epochs"),
-    (dict(gradual=1), r"gradual=1.*0 \(none\) or an integer >= 2"),
-    (dict(gradual=3, stage_scales=(1.0, 0.5)), r"stage_scales=\(1.0, 0.5\), gradual=3.*one rate scale per"),
-    (dict(stage_scales=(1.0,)), r"gradual=0.*stage_scales=None"),
-])
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        (dict(lp_epochs=0.5, gradual=3), r"lp_epochs=0.5, gradual=3.*set lp_epochs=0 .*or gradual=0"),
+        (dict(lp_epochs=2.0, epochs=2.0), r"lp_epochs=2.0, epochs=2.0.*lower lp_epochs or raise epochs"),
+        (dict(gradual=1), r"gradual=1.*0 \(none\) or an integer >= 2"),
+        (dict(gradual=3, stage_scales=(1.0, 0.5)), r"stage_scales=\(1.0, 0.5\), gradual=3.*one rate scale per"),
+        (dict(stage_scales=(1.0,)), r"gradual=0.*stage_scales=None"),
+    ],
+)
 def test_a_recipe_that_contradicts_itself_is_refused_at_construction(fields, named):
     with pytest.raises(MTLError, match=named):
         Recipe(**fields)
@@ -242,15 +264,20 @@ def test_a_recipe_that_contradicts_itself_is_refused_at_construction(fields, nam
 # ---------------------------------------------------------------- 9. a teacher of its own
 
 
-@pytest.mark.parametrize("make_teacher", [
-    copy.copy,  # a shallow copy: the same modules
-    lambda m: MultiTaskModel(m.encoder, copy.deepcopy(dict(m.heads))),  # new heads around the same encoder
-])
+@pytest.mark.parametrize(
+    "make_teacher",
+    [
+        copy.copy,  # a shallow copy: the same modules
+        lambda m: MultiTaskModel(m.encoder, copy.deepcopy(dict(m.heads))),  # new heads around the same encoder
+    ],
+)
 def test_a_teacher_sharing_tensors_with_the_student_is_refused(make_model, tokenizer, trec, sst2, make_teacher):
     model = make_model([trec, sst2])
     with pytest.raises(MTLError, match=r"teacher shares \d+ tensors with the student.*teacher=None.*copy.deepcopy"):
-        DistillationTrainer(model, tokenizer, [trec, sst2], TrainConfig(**FAST), protect="trec",
-                            teacher=make_teacher(model))
+        DistillationTrainer(
+            model, tokenizer, [trec, sst2], TrainConfig(**FAST), protect="trec", teacher=make_teacher(model)
+        )
     assert all(p.requires_grad for p in model.parameters())
-    DistillationTrainer(model, tokenizer, [trec, sst2], TrainConfig(**FAST), protect="trec",
-                        teacher=copy.deepcopy(model))
+    DistillationTrainer(
+        model, tokenizer, [trec, sst2], TrainConfig(**FAST), protect="trec", teacher=copy.deepcopy(model)
+    )
