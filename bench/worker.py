@@ -167,7 +167,8 @@ def trainable_params(model) -> int:
 
 # ------------------------------------------------------------------------------ public-API instruments
 class StepClock(Callback):
-    """Stamps the start of a fit and the end of every step (at order 0: after the history, peak memory, progress bar and evaluation, before gradual unfreezing).
+    """Stamps the start of a fit and the end of every step (at order 0: after the history, peak memory,
+    progress bar and evaluation; before gradual unfreezing).
 
     On a GPU the host runs ahead of the device, so the clock synchronises only at `marks` (steps in
     the fit, e.g. the end of the warm-up and of each repetition): the steps in between run exactly as
