@@ -1,5 +1,9 @@
 """The book's figures. Every figure of a seeded comparison shows each seed as a point and the mean
-with an error bar (one standard deviation over seeds), or a band of the same width on a curve."""
+with an error bar (one standard deviation over seeds), or a band of the same width on a curve.
+
+Importing this module sets matplotlib's defaults for the page (`book_style`): figures as wide as the
+book's text column and text at least as large as the body text, so that the page never scales a figure
+down. The chapters' own matplotlib figures get the same defaults, as long as they set no size."""
 
 from __future__ import annotations
 
@@ -15,6 +19,45 @@ from .records import RunRecord
 from .stats import Comparison
 
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+# Measured in the built book at a 1280 px window (book/_static/reader.css): the text column is 740 CSS px
+# wide, the body text 16 px. A wider image is scaled down to the column, its text with it; one that fits
+# shows one image pixel per CSS px, where a text of s points at DPI is s * DPI / 72 px tall.
+COLUMN_PX = 740
+BODY_PX = 16
+DPI = 100
+MIN_FONT_PT = BODY_PX * 72 / DPI  # 11.52 pt: the smallest text that reads as large as the body
+FONT_PT = 12
+TITLE_PT = 13
+# Jupyter saves a figure with bbox_inches="tight": the drawn content plus this margin on each side.
+# With the layout keeping every text inside the figure, the PNG is at most FIG_WIDTH + 2 * PAD_INCHES.
+PAD_INCHES = 0.1
+FIG_WIDTH = COLUMN_PX / DPI - 2 * PAD_INCHES  # 7.2 in
+
+
+def book_style() -> None:
+    """matplotlib defaults for the page: column-wide figures at DPI, laid out to keep every text
+    inside the figure, with every text (ticks, labels, legends, titles) at least MIN_FONT_PT."""
+    plt.rcParams.update(
+        {
+            "figure.dpi": DPI,
+            "savefig.dpi": "figure",
+            "savefig.pad_inches": PAD_INCHES,
+            "figure.figsize": (FIG_WIDTH, 4.2),
+            "figure.autolayout": True,
+            "font.size": FONT_PT,
+            "axes.titlesize": TITLE_PT,
+            "figure.titlesize": TITLE_PT,
+            "axes.labelsize": FONT_PT,
+            "xtick.labelsize": FONT_PT,
+            "ytick.labelsize": FONT_PT,
+            "legend.fontsize": FONT_PT,
+            "legend.title_fontsize": FONT_PT,
+        }
+    )
+
+
+book_style()
 
 
 def _percent(ax, axis: str = "y") -> None:
@@ -32,7 +75,7 @@ def plot_arms(
     """Per arm and task: every seed as a dot, the mean as a bar end with a ±1 sd error bar."""
     names = list(arms)
     tasks = list(tasks) if tasks is not None else list(next(iter(arms.values()))[0].tasks)
-    ax = ax or plt.subplots(figsize=(max(6.5, 1.1 * len(names) * len(tasks) + 1.5), 3.8))[1]
+    ax = ax or plt.subplots(figsize=(FIG_WIDTH, 4.4))[1]
     width = 0.8 / len(tasks)
     x = np.arange(len(names))
     for j, task in enumerate(tasks):
@@ -44,14 +87,20 @@ def plot_arms(
         ax.errorbar(offset, means, yerr=sds, fmt="none", ecolor="black", capsize=3, lw=1)
         for xi, v in zip(offset, values):
             ax.scatter(np.full(len(v), xi), v, s=12, color=COLORS[j % len(COLORS)], zorder=3)
-    ax.set_xticks(x, names, rotation=15 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
+    ax.set_xticks(
+        x,
+        names,
+        rotation=20 if len(names) > 2 else 0,
+        ha="right" if len(names) > 2 else "center",
+        rotation_mode="anchor",
+    )
     metric = next(iter(arms.values()))[0].tasks[tasks[0]]["metric"].replace("_", " ")
     ax.set(title=title, ylabel=ylabel or f"{split} {metric}")
     lows = [r.metric(t, split) for rs in arms.values() for r in rs for t in tasks]
     ax.set_ylim(max(0.0, min(lows) - 0.08), min(1.0, max(lows) + 0.05))
     _percent(ax)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(loc="lower right")
     return ax
 
 
@@ -62,7 +111,7 @@ def plot_effects(
     xlabel: str = "difference in points",
 ):
     """A forest plot: each comparison's effect (A - B, in points) with its interval, and zero."""
-    ax = ax or plt.subplots(figsize=(7.5, 0.55 * len(comparisons) + 1.4))[1]
+    ax = ax or plt.subplots(figsize=(FIG_WIDTH, 0.5 * len(comparisons) + 1.5))[1]
     y = np.arange(len(comparisons))[::-1]
     for yi, c in zip(y, comparisons):
         color = "tab:green" if c.verdict == "higher" else "tab:red" if c.verdict == "lower" else "tab:gray"
@@ -85,7 +134,7 @@ def plot_sweep(
 ):
     """Mean validation score per swept value (log x), the chosen value ringed. A two-level index (a grid
     over two knobs) draws one line per value of the second knob, labelled `series`."""
-    ax = ax or plt.subplots(figsize=(6.5, 3.6))[1]
+    ax = ax or plt.subplots(figsize=(FIG_WIDTH, 4.2))[1]
     if isinstance(table.index, pd.MultiIndex):
         for i, (second, part) in enumerate(table.groupby(level=1, sort=True)):
             xs = [float(v) for v in part.index.get_level_values(0)]
@@ -115,7 +164,7 @@ def plot_sweep(
     ax.set(title=title, xlabel=xlabel, ylabel="validation score (mean of tasks)")
     _percent(ax)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=9)
+    ax.legend()
     return ax
 
 
@@ -132,7 +181,7 @@ def plot_curves(
 ):
     """One line per arm: the mean over seeds of `y` against `x`, with a ±1 sd band; `curves` maps an
     arm to a frame with columns x, y and seed."""
-    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    ax = ax or plt.subplots(figsize=(FIG_WIDTH, 4.2))[1]
     for i, (name, frame) in enumerate(curves.items()):
         stats = frame.groupby(x)[y].agg(["mean", "std", "count"]).reset_index()
         sd = stats["std"].fillna(0.0)
@@ -145,14 +194,14 @@ def plot_curves(
     if percent:
         _percent(ax)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=9)
+    ax.legend()
     return ax
 
 
 def plot_learning_curves(history: History, metric: str = "accuracy", title: str = "Learning curves", ax=None):
     """Train (dashed) and validation (solid) `metric` per task against epochs."""
     frame = history.frame()
-    ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
+    ax = ax or plt.subplots(figsize=(FIG_WIDTH, 4.2))[1]
     for (task, split), part in frame.groupby(["task", "split"]):
         if metric in part and part[metric].notna().any():
             ax.plot(
@@ -165,7 +214,7 @@ def plot_learning_curves(history: History, metric: str = "accuracy", title: str 
     ax.set(title=title, xlabel="epoch", ylabel=metric.replace("_", " "))
     _percent(ax)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9)
+    ax.legend()
     return ax
 
 
@@ -184,27 +233,29 @@ def plot_lr_groups(history: History, title: str = "Learning rate per layer group
     no-decay twins are hidden."""
     lrs = history.lr_frame()
     lrs = lrs[sorted((c for c in lrs.columns if not str(c).endswith("/no_decay")), key=_top_down)]
-    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    # the legend beside the axes, one column up to 12 groups, two beyond
+    rows = len(lrs.columns) if len(lrs.columns) <= 12 else -(-len(lrs.columns) // 2)
+    ax = ax or plt.subplots(figsize=(FIG_WIDTH, max(4.2, 0.27 * rows + 1.2)))[1]
     colors = plt.cm.viridis(np.linspace(0, 0.95, len(lrs.columns)))
     for color, column in zip(colors, lrs.columns):
         ax.plot(lrs.index, lrs[column], color=color, label=column)
     ax.set_yscale("log")
     ax.set(title=title, xlabel="optimizer step", ylabel="learning rate (log scale)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, ncol=2, loc="lower left")
+    ax.legend(ncol=1 if rows == len(lrs.columns) else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
 def plot_trainable(summary: pd.DataFrame, title: str = "Parameters per layer group", ax=None):
     """Horizontal bars of parameters per group (bottom group at the bottom), trainable vs frozen."""
-    ax = ax or plt.subplots(figsize=(6.5, 0.3 * len(summary) + 1.2))[1]
+    ax = ax or plt.subplots(figsize=(FIG_WIDTH, 0.3 * len(summary) + 1.5))[1]
     y = np.arange(len(summary))
     frozen = summary["parameters"] - summary["trainable"]
     ax.barh(y, summary["trainable"] / 1e6, color="tab:orange", label="trainable")
     ax.barh(y, frozen / 1e6, left=summary["trainable"] / 1e6, color="tab:blue", alpha=0.6, label="frozen")
     ax.set_yticks(y, summary.index)
     ax.set(title=title, xlabel="parameters (millions)")
-    ax.legend(fontsize=9)
+    ax.legend()
     return ax
 
 
@@ -212,10 +263,10 @@ def plot_heatmap(
     matrix: np.ndarray, labels: Sequence[str], title: str = "Cosine similarity", ax=None, fmt: str = "{:.2f}"
 ):
     """An annotated square heatmap (e.g. sentence similarities)."""
-    ax = ax or plt.subplots(figsize=(6, 5))[1]
+    ax = ax or plt.subplots(figsize=(FIG_WIDTH, 6.2))[1]
     image = ax.imshow(matrix, cmap="viridis", vmin=min(0.0, float(np.min(matrix))), vmax=1.0)
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=9)
-    ax.set_yticks(range(len(labels)), labels, fontsize=9)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(len(labels)), labels)
     for i in range(len(labels)):
         for j in range(len(labels)):
             ax.text(
@@ -224,7 +275,6 @@ def plot_heatmap(
                 fmt.format(matrix[i, j]),
                 ha="center",
                 va="center",
-                fontsize=8,
                 color="white" if matrix[i, j] < 0.6 else "black",
             )
     ax.set_title(title)
@@ -242,12 +292,12 @@ def plot_bars(
     percent: bool = False,
 ):
     """Grouped bars: one group per row of `frame`, one bar per column."""
-    ax = ax or plt.subplots(figsize=(7, 3.8))[1]
+    ax = ax or plt.subplots(figsize=(FIG_WIDTH, 4.2))[1]
     x = np.arange(len(frame))
     width = 0.8 / len(columns)
     for i, column in enumerate(columns):
         ax.bar(x + i * width - 0.4 + width / 2, frame[column], width, label=column)
-    ax.set_xticks(x, frame.index, rotation=15, ha="right")
+    ax.set_xticks(x, frame.index, rotation=20, ha="right", rotation_mode="anchor")
     ax.set(title=title, ylabel=ylabel)
     if log:
         ax.set_yscale("log")
@@ -255,5 +305,5 @@ def plot_bars(
         _percent(ax)
     ax.grid(alpha=0.3, axis="y")
     if len(columns) > 1:
-        ax.legend(fontsize=9)
+        ax.legend()
     return ax

@@ -608,3 +608,63 @@ def test_page_reads_well(browser, window, docname, width):
     if len(layout["searches"]) != 1:
         problems.append(f"{len(layout['searches'])} search boxes visible, not one: {layout['searches']}")
     assert not problems, f"{docname} at {width} px:\n  " + "\n  ".join(problems)
+
+
+# Runs after COLLECT_JS at the desktop width: code blocks that scroll sideways, and output images
+# that the page shrinks to fit the column (their text then reads smaller than the figure's dpi says).
+CODE_AND_FIGURES_JS = r"""
+const article = document.querySelector("article.bd-article");
+const blocks = Array.from(article.querySelectorAll("div.cell_input div.highlight, div.cell_input pre"));
+const scrolling = blocks.filter((e) => e.scrollWidth > e.clientWidth + 1).map((e) => {
+  const text = e.textContent.split("\n");
+  const longest = Math.max(...text.map((l) => l.length));
+  return `${e.tagName.toLowerCase()} ${e.scrollWidth} > ${e.clientWidth} px, longest line ${longest} chars: ` +
+    JSON.stringify(text.find((l) => l.length === longest).slice(0, 60));
+});
+const shrunk = Array.from(article.querySelectorAll(".cell_output img"))
+  .filter((i) => i.naturalWidth > 0 && i.getBoundingClientRect().width < i.naturalWidth - 1)
+  .map((i) => `${i.getAttribute("src").split("/").pop()}: ${i.naturalWidth} px shown at ` +
+    `${Math.round(i.getBoundingClientRect().width)} px`);
+// the width of 88 characters in each code cell's own font, against the room its box leaves them
+const narrow = Array.from(article.querySelectorAll("div.cell_input pre")).map((pre) => {
+  const probe = document.createElement("span");
+  probe.textContent = "0".repeat(88);
+  pre.appendChild(probe);
+  const need = probe.getBoundingClientRect().width;
+  probe.remove();
+  const style = getComputedStyle(pre);
+  const room = pre.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return {need: need, room: room, font: style.fontSize, hidden: !!pre.closest("details")};
+}).filter((b) => b.need > b.room + 0.5)
+  .map((b) => `${b.hidden ? "folded " : ""}code cell: 88 characters of ${b.font} need ` +
+    `${b.need.toFixed(1)} px, it has ${b.room.toFixed(1)} px`);
+return {blocks: blocks.length, scrolling: scrolling, shrunk: shrunk, narrow: narrow};
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("docname", NOTEBOOK_PAGES)
+def test_code_cells_do_not_scroll_sideways(browser, window, docname):
+    """At 1280 px every code cell's source fits its box (lines of at most 88 characters do, see
+    book/_static/reader.css): a reader sees each line whole, without a sideways scroll."""
+    window(WIDTHS["desktop"])
+    render(browser, docname)
+    found = browser.execute_script(CODE_AND_FIGURES_JS)
+    assert found["blocks"], f"{docname}: no code cell found (did the page's markup change?)"
+    assert not found["narrow"], f"{docname}: at 1280 px " + "; ".join(sorted(set(found["narrow"])))
+    assert not found["scrolling"], f"{docname}: code cells scroll sideways at 1280 px:\n  " + "\n  ".join(
+        found["scrolling"]
+    )
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("docname", NOTEBOOK_PAGES)
+def test_figures_are_not_shrunk_to_the_column(browser, window, docname):
+    """A figure wider than the column is scaled down, and its text with it, below the body text's size;
+    mtl_helpers.plots sizes figures for the column (see tests/test_plots.py)."""
+    window(WIDTHS["desktop"])
+    render(browser, docname)
+    found = browser.execute_script(CODE_AND_FIGURES_JS)
+    assert not found["shrunk"], f"{docname}: figures shrunk to fit the column at 1280 px:\n  " + "\n  ".join(
+        found["shrunk"]
+    )

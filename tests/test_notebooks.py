@@ -216,3 +216,42 @@ def test_every_glue_reference_resolves_to_a_stored_output():
     assert not missing, "glue references with no stored output (run `make notebooks`): " + ", ".join(
         sorted(set(missing))
     )
+
+
+# The page shows a code cell unless a tag removes its source; hide-input/hide-cell only fold it away.
+SHOWN_LINE_LIMIT = 88
+REMOVES_SOURCE = {"remove-cell", "remove_cell", "remove-input", "remove_input"}
+
+
+def long_shown_lines(nb, limit: int = SHOWN_LINE_LIMIT) -> list[tuple[int, int, int]]:
+    """(cell index from 0, line number from 1, length) of every shown code line longer than `limit` characters."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or REMOVES_SOURCE & set(cell.metadata.get("tags", [])):
+            continue
+        found += [
+            (index, number, len(line)) for number, line in enumerate(cell.source.splitlines(), 1) if len(line) > limit
+        ]
+    return found
+
+
+def test_long_shown_lines_skips_only_removed_sources():
+    long = "x = " + "1" * (SHOWN_LINE_LIMIT - 3)
+    fits = "y = " + "2" * (SHOWN_LINE_LIMIT - 4)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(f"{fits}\n{long}"),
+        nbformat.v4.new_code_cell(long, metadata={"tags": ["hide-input"]}),
+        nbformat.v4.new_code_cell(long, metadata={"tags": ["remove-cell"]}),
+        nbformat.v4.new_code_cell(long, metadata={"tags": ["remove-input"]}),
+        nbformat.v4.new_markdown_cell(long),
+    ]
+    assert long_shown_lines(nb) == [(0, 2, SHOWN_LINE_LIMIT + 1), (1, 1, SHOWN_LINE_LIMIT + 1)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_shown_code_lines_fit_the_page(path):
+    """A shown code line over 88 characters scrolls sideways in the page's code cell at 1280 px."""
+    found = long_shown_lines(nbformat.read(path, as_version=4))
+    where = ", ".join(f"cell {cell} line {line} ({length} chars)" for cell, line, length in found)
+    assert not found, f"{path.name}: shown code lines over {SHOWN_LINE_LIMIT} characters, break them: {where}"
