@@ -66,3 +66,50 @@ def accuracy_table(
 
 
 __all__ = ["accuracy_table", "arm_mean_sd", "interval", "mean_sd", "noise", "rate", "sd"]
+
+
+# --- Chapters 2 and 3 (N1): a classifier without a Trainer as a run record, and comparisons on two splits ---
+from collections.abc import Callable  # noqa: E402
+
+from .errors import MTLError  # noqa: E402
+from .evaluation import TaskEvaluation  # noqa: E402
+from .records import split_rows  # noqa: E402
+from .tasks import TaskData  # noqa: E402
+
+
+def predictions_record(scenario: str, profile: str, seed: int, model: str, tasks: Sequence[TaskData],
+                       predict: Callable[[TaskData, str], Sequence[int]],
+                       splits: Sequence[str] = ("validation", "test")) -> RunRecord:
+    """The run record of a classifier that needs no Trainer (nearest centroid, logistic regression):
+    `predict(task, split)` gives one label per row of the task's split, in row order; each row's
+    outcome is whether its label was predicted."""
+    results: dict[str, dict[str, TaskEvaluation]] = {}
+    for split in splits:
+        for task in tasks:
+            if task.level != "sentence":
+                raise MTLError(f"predictions_record: {task.name!r} is a {task.level}-level task, but a prediction "
+                               "here is one label per sentence; score token tasks with a Trainer.")
+            labels = np.array([row["label"] for row in split_rows(task, split)])
+            predicted = np.asarray(predict(task, split))
+            if predicted.shape != labels.shape:
+                raise MTLError(f"predictions_record: predict({task.name!r}, {split!r}) gave an array of shape "
+                               f"{predicted.shape} for {len(labels)} rows; return one label per row, in row order.")
+            correct = (predicted == labels).astype(np.int8)
+            results.setdefault(split, {})[task.name] = TaskEvaluation(
+                task.name, split, task.level, {"accuracy": float(correct.mean())}, correct, 0.0)
+    return RunRecord.from_outcomes(scenario, profile, seed, model, {t.name: t for t in tasks}, results)
+
+
+def comparison_table(comparisons: Mapping[str, Mapping[str, Comparison]]) -> pd.DataFrame:
+    """One row per name (e.g. per task and the mean of both); per split, the difference in points with
+    its interval ('+2.3 (+0.8 to +3.9)') and the verdict of the noise rule."""
+    rows = {}
+    for name, by_split in comparisons.items():
+        rows[name] = {}
+        for split, c in by_split.items():
+            rows[name][f"{split}, points (95% interval)"] = interval(c)
+            rows[name][f"{split} verdict"] = c.verdict
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+__all__ += ["comparison_table", "predictions_record"]

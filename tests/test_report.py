@@ -40,3 +40,35 @@ def test_accuracy_table_has_a_cell_per_task_and_split(monkeypatch):
     monkeypatch.setattr("mtl_helpers.report.summarize", lambda arms, split, tasks: frame)
     table = accuracy_table({"arm": [object(), object()]}, ["t"], splits=("test",))
     assert table.loc["arm", "t test"] == "50.0% ± 10.0" and table.loc["arm", "seeds"] == 2
+
+
+# --- Chapters 2 and 3 (N1): predictions_record and comparison_table ---
+import dataclasses  # noqa: E402
+
+from mtl_helpers.errors import MTLError  # noqa: E402
+from mtl_helpers.report import comparison_table, predictions_record  # noqa: E402
+
+
+def test_predictions_record_scores_each_row_by_its_label(trec):
+    labels = {s: np.array([r["label"] for r in trec.splits[s]]) for s in ("validation", "test")}
+    wrong_first = {s: np.where(np.arange(len(y)) == 0, (y + 1) % len(trec.label_names), y) for s, y in labels.items()}
+    record = predictions_record("n1-check", "smoke", 0, "m", [trec], lambda t, s: wrong_first[s])
+    for split, y in labels.items():
+        assert record.outcome_array("trec", split).tolist() == [0] + [1] * (len(y) - 1)
+        assert record.metric("trec", split) == (len(y) - 1) / len(y)
+
+
+def test_predictions_record_refuses_wrong_lengths_and_token_tasks(trec):
+    with pytest.raises(MTLError, match="return one label per row"):
+        predictions_record("n1-check", "smoke", 0, "m", [trec], lambda t, s: [0, 1])
+    token = dataclasses.replace(trec, name="tokens", level="token")
+    with pytest.raises(MTLError, match="score token tasks with a Trainer"):
+        predictions_record("n1-check", "smoke", 0, "m", [token], lambda t, s: [])
+
+
+def test_comparison_table_has_a_row_per_name_and_columns_per_split():
+    table = comparison_table({"mean": {"validation": comparison(0.023, 0.008, 0.039),
+                                       "test": comparison(0.01, -0.01, 0.03)}})
+    assert table.loc["mean"].to_dict() == {
+        "validation, points (95% interval)": "+2.3 (+0.8 to +3.9)", "validation verdict": "higher",
+        "test, points (95% interval)": "+1.0 (-1.0 to +3.0)", "test verdict": "within noise"}
