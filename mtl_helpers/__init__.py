@@ -47,12 +47,10 @@ from .errors import (  # noqa: E402
 from .evaluation import PRIMARY_METRIC, TaskEvaluation, evaluate_task, score_task  # noqa: E402
 from .recipes import Recipe, run_recipe, train_recipe  # noqa: E402
 from .features import FeatureCache, embed_rows, embed_texts  # noqa: E402
+from .audit import assert_frozen_unchanged, changed_groups, snapshot  # noqa: E402
 from .groups import (  # noqa: E402
-    assert_frozen_unchanged,
-    changed_groups,
     freeze,
     layer_groups,
-    snapshot,
     top_groups,
     train_only,
     trainable_summary,

@@ -10,6 +10,7 @@ counts as predicted "O", so its gold entity is a miss, and the metrics say how m
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -245,3 +246,14 @@ def score_task(
         words,
         pin_memory=device.type == "cuda",
     )
+
+
+def weights_key(model: torch.nn.Module) -> tuple:
+    """What a score cache is keyed on: each parameter's and buffer's object, storage and version
+    counter. Torch bumps a tensor's `_version` on every in-place change (optimizer steps, the `copy_`
+    of load_state_dict, another trainer's steps), so a score is reused only while no weight can have
+    changed; the train/eval mode is no part of it, as scoring always runs in eval mode. The Trainer's
+    `step` bumps the counters itself, as fused AdamW does not; writes through `tensor.data`, or a fused
+    optimizer run outside a Trainer, bypass them: then build a new Trainer to score the new weights."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)

@@ -13,14 +13,12 @@ unfreezing and top-k training all treat them like the top layer.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
-import torch
 from torch import nn
 
-from .errors import FrozenParameterChanged, MTLError, UnknownGroupError, UnsupportedEncoderError
+from .errors import MTLError, UnknownGroupError, UnsupportedEncoderError
 
 LAYER_COUNT_FIELDS = ("num_hidden_layers", "n_layers", "num_layers", "n_layer")
 ROLES = ("embeddings", "layer", "extras", "head")
@@ -357,43 +355,3 @@ def trainable_summary(model: nn.Module) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("group")
-
-
-# ---------------------------------------------------------------- what moved
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of every parameter, on its own device, for `changed_groups` and `assert_frozen_unchanged`."""
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def _same(param: torch.Tensor, before: torch.Tensor) -> bool:
-    return torch.equal(param.detach(), before.to(param.device))
-
-
-def changed_groups(model: nn.Module, before: Mapping[str, torch.Tensor]) -> pd.DataFrame:
-    """Per group: whether it is trainable now, and whether it stayed bitwise identical."""
-    rows = []
-    for group in layer_groups(model).values():
-        changed = [n for n, p in group.params if not _same(p, before[n])]
-        rows.append(
-            {
-                "group": group.name,
-                "trainable": group.trainable > 0,
-                "tensors": len(group.params),
-                "changed tensors": len(changed),
-                "bitwise identical": not changed,
-            }
-        )
-    return pd.DataFrame(rows).set_index("group")
-
-
-def assert_frozen_unchanged(
-    model: nn.Module, before: Mapping[str, torch.Tensor], frozen: set[str] | None = None
-) -> None:
-    """Raise if any frozen parameter (now, or the given names) differs bitwise from `before`."""
-    names = frozen if frozen is not None else {n for n, p in model.named_parameters() if not p.requires_grad}
-    params = dict(model.named_parameters())
-    moved = [n for n in sorted(names) if not _same(params[n], before[n])]
-    if moved:
-        raise FrozenParameterChanged(f"{len(moved)} frozen tensors changed during training, e.g. {moved[:3]}.")

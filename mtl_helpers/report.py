@@ -77,9 +77,15 @@ from .records import split_rows  # noqa: E402
 from .tasks import TaskData  # noqa: E402
 
 
-def predictions_record(scenario: str, profile: str, seed: int, model: str, tasks: Sequence[TaskData],
-                       predict: Callable[[TaskData, str], Sequence[int]],
-                       splits: Sequence[str] = ("validation", "test")) -> RunRecord:
+def predictions_record(
+    scenario: str,
+    profile: str,
+    seed: int,
+    model: str,
+    tasks: Sequence[TaskData],
+    predict: Callable[[TaskData, str], Sequence[int]],
+    splits: Sequence[str] = ("validation", "test"),
+) -> RunRecord:
     """The run record of a classifier that needs no Trainer (nearest centroid, logistic regression):
     `predict(task, split)` gives one label per row of the task's split, in row order; each row's
     outcome is whether its label was predicted."""
@@ -87,16 +93,21 @@ def predictions_record(scenario: str, profile: str, seed: int, model: str, tasks
     for split in splits:
         for task in tasks:
             if task.level != "sentence":
-                raise MTLError(f"predictions_record: {task.name!r} is a {task.level}-level task, but a prediction "
-                               "here is one label per sentence; score token tasks with a Trainer.")
+                raise MTLError(
+                    f"predictions_record: {task.name!r} is a {task.level}-level task, but a prediction "
+                    "here is one label per sentence; score token tasks with a Trainer."
+                )
             labels = np.array([row["label"] for row in split_rows(task, split)])
             predicted = np.asarray(predict(task, split))
             if predicted.shape != labels.shape:
-                raise MTLError(f"predictions_record: predict({task.name!r}, {split!r}) gave an array of shape "
-                               f"{predicted.shape} for {len(labels)} rows; return one label per row, in row order.")
+                raise MTLError(
+                    f"predictions_record: predict({task.name!r}, {split!r}) gave an array of shape "
+                    f"{predicted.shape} for {len(labels)} rows; return one label per row, in row order."
+                )
             correct = (predicted == labels).astype(np.int8)
             results.setdefault(split, {})[task.name] = TaskEvaluation(
-                task.name, split, task.level, {"accuracy": float(correct.mean())}, correct, 0.0)
+                task.name, split, task.level, {"accuracy": float(correct.mean())}, correct, 0.0
+            )
     return RunRecord.from_outcomes(scenario, profile, seed, model, {t.name: t for t in tasks}, results)
 
 

@@ -9,7 +9,6 @@ in `trainer.state` (a TrainerState); `TrainConfig` is in `mtl_helpers.config`.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import time
 import warnings
@@ -28,8 +27,9 @@ from .tasks import TaskData
 from .encoder import model_label, pick_device  # noqa: F401 - notebooks import model_label from here
 from .divergence import DivergenceCheck
 from .errors import MTLError
-from .evaluation import PRIMARY_METRIC, TaskEvaluation, precision_autocast, score_rows
+from .evaluation import PRIMARY_METRIC, TaskEvaluation, precision_autocast, score_rows, weights_key
 from .features import FeatureCache
+from .audit import refuse_groups_out_of_step
 from .groups import check_tasks_can_learn, freeze, layer_groups, resolve_groups, unfreeze
 from .model import MultiTaskModel, check_model_fits
 from .optim import RateSchedule, audit_optimizer, discriminative_rates, fused_adamw, param_groups_for
@@ -157,33 +157,9 @@ class Trainer:
         enough for every step: one flag per parameter; `audit()` is the full check."""
         if self._current_flags() == self._trainable_flags:
             return
-        held = {id(p) for p in self.trainable_parameters()}
-        unfrozen, frozen = [], []
-        for name, group in layer_groups(self.model).items():
-            if any(p.requires_grad and id(p) not in held for _, p in group.params):
-                unfrozen.append(name)
-            if any(not p.requires_grad and id(p) in held for _, p in group.params):
-                frozen.append(name)
-        fixes = []
-        if unfrozen:
-            fixes.append(
-                f"{unfrozen} became trainable but are not in the optimizer, so they would never train "
-                f"(fix: trainer.unfreeze({', '.join(map(repr, unfrozen))}))"
-            )
-        if frozen:
-            fixes.append(
-                f"{frozen} were frozen but are still in the optimizer "
-                f"(fix: trainer.freeze({', '.join(map(repr, frozen))}))"
-            )
-        if not fixes:  # flags differ, yet no group is out of step: the full check decides
-            self.audit()
-            self._trainable_flags = self._current_flags()
-            return
-        raise MTLError(
-            "Groups were frozen or unfrozen on the model (mtl_helpers.freeze / unfreeze) after the Trainer "
-            "was built: " + "; ".join(fixes) + ". Freeze and unfreeze through the trainer, which keeps its "
-            "optimizer in step; calling it now with these groups repairs the trainer."
-        )
+        refuse_groups_out_of_step(self.model, {id(p) for p in self.trainable_parameters()})
+        self.audit()  # flags differ, yet no group is out of step: the full check decides
+        self._trainable_flags = self._current_flags()
 
     def unfreeze(self, *names: str) -> list[str]:
         """Unfreeze groups (names or aliases); their parameters join the optimizer at their own rates."""
@@ -380,7 +356,7 @@ class Trainer:
         scored by `mtl_helpers.evaluation.score_rows` on the trainer's rows (or cached features); a
         score is reused while no weight changed."""
         out = {}
-        weights = self._weights_key()
+        weights = weights_key(self.model)  # a score is reused while no weight changed
         for name in tasks or self.tasks:
             cached = self._evaluations.get((name, split))
             if cached is None or cached[0] != weights:
@@ -401,16 +377,6 @@ class Trainer:
                 cached = self._evaluations[(name, split)] = (weights, result)
             out[name] = cached[1]
         return out
-
-    def _weights_key(self) -> tuple:
-        """What the score cache is keyed on: each parameter's and buffer's object, storage and version
-        counter. Torch bumps a tensor's `_version` on every in-place change (optimizer steps, the
-        `copy_` of load_state_dict, another trainer's steps), so a score is reused only while no weight
-        can have changed; the train/eval mode is no part of it, as scoring always runs in eval mode.
-        `step` bumps the counters itself, as fused AdamW does not; writes through `tensor.data`, or a fused
-        optimizer run outside a Trainer, bypass them: then build a new Trainer to score the new weights."""
-        tensors = itertools.chain(self.model.parameters(), self.model.buffers())
-        return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
 
     def evaluate(self, split: str = "validation", tasks: Iterable[str] | None = None) -> dict[str, dict]:
         """Metrics per task on a split: accuracy and macro-F1, or entity F1 for token tasks."""

@@ -67,8 +67,12 @@ def test_predictions_record_refuses_wrong_lengths_and_token_tasks(trec):
 
 
 def test_comparison_table_has_a_row_per_name_and_columns_per_split():
-    table = comparison_table({"mean": {"validation": comparison(0.023, 0.008, 0.039),
-                                       "test": comparison(0.01, -0.01, 0.03)}})
+    table = comparison_table(
+        {"mean": {"validation": comparison(0.023, 0.008, 0.039), "test": comparison(0.01, -0.01, 0.03)}}
+    )
     assert table.loc["mean"].to_dict() == {
-        "validation, points (95% interval)": "+2.3 (+0.8 to +3.9)", "validation verdict": "higher",
-        "test, points (95% interval)": "+1.0 (-1.0 to +3.0)", "test verdict": "within noise"}
+        "validation, points (95% interval)": "+2.3 (+0.8 to +3.9)",
+        "validation verdict": "higher",
+        "test, points (95% interval)": "+1.0 (-1.0 to +3.0)",
+        "test verdict": "within noise",
+    }

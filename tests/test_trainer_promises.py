@@ -24,6 +24,7 @@ from mtl_helpers import (
 )
 from mtl_helpers.batches import to_device
 from mtl_helpers.distill import DistillationTrainer
+from mtl_helpers.evaluation import weights_key
 from mtl_helpers.recipes import Recipe
 
 FAST = dict(batch_size=16, eval_batch_size=64, progress=False)
@@ -161,12 +162,12 @@ def test_scores_follow_the_weights_not_the_step_count(make_model, tokenizer, tre
 def test_optimizer_steps_and_load_state_dict_change_the_cache_key(make_model, tokenizer, trec):
     model = make_model([trec])
     trainer = Trainer(model, tokenizer, [trec], TrainConfig(eval_every=None, **FAST))
-    start = trainer._weights_key()
+    start = weights_key(trainer.model)
     kept = copy.deepcopy(model.state_dict())
     trainer.step("trec", first_batch(trainer, "trec"))
-    stepped = trainer._weights_key()
+    stepped = weights_key(trainer.model)
     model.load_state_dict(kept)
-    assert len({start, stepped, trainer._weights_key()}) == 3
+    assert len({start, stepped, weights_key(trainer.model)}) == 3
 
 
 # ---------------------------------------------------------------- 5. failed is not interrupted
