@@ -18,7 +18,7 @@ if "MTL_DATA_DIR" not in os.environ and _SHARED.is_dir():
 import torch  # noqa: E402
 from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: E402
 
-from mtl_helpers import MultiTaskModel, SentenceHead, default_model_path, load_task  # noqa: E402
+from mtl_helpers import MultiTaskModel, RunRecord, SentenceHead, default_model_path, load_task  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -84,3 +84,19 @@ def two_heads():
     """A tiny model with heads 'a' (3 classes) and 'b' (2 classes), for tests without data."""
     torch.manual_seed(0)
     return MultiTaskModel(tiny_bert(), {"a": SentenceHead(32, 3), "b": SentenceHead(32, 2)})
+
+
+def sample_record(
+    scenario="head-only", tasks=("trec", "sst2"), model="m", profile="cpu", seed=0, acc=0.5, **kw
+) -> RunRecord:
+    """A small sentence-task record (four validation outcomes per task), for tests of record files."""
+    return RunRecord(
+        scenario=scenario,
+        profile=profile,
+        seed=seed,
+        model=model,
+        tasks={t: {"level": "sentence", "metric": "accuracy", "sizes": {"validation": 4}} for t in tasks},
+        metrics={"validation": {t: {"accuracy": acc} for t in tasks}},
+        outcomes={"validation": {t: "1010" for t in tasks}},
+        **kw,
+    )

@@ -13,19 +13,7 @@ from mtl_helpers import MTLError, RunRecord, load_records, save_record
 from mtl_helpers import records as results
 from mtl_helpers.fetch import stored_records
 from mtl_helpers.locations import results_dir
-
-
-def record(scenario="head-only", tasks=("trec", "sst2"), model="m", profile="cpu", seed=0, acc=0.5, **kw) -> RunRecord:
-    return RunRecord(
-        scenario=scenario,
-        profile=profile,
-        seed=seed,
-        model=model,
-        tasks={t: {"level": "sentence", "metric": "accuracy", "sizes": {"validation": 4}} for t in tasks},
-        metrics={"validation": {t: {"accuracy": acc} for t in tasks}},
-        outcomes={"validation": {t: "1010" for t in tasks}},
-        **kw,
-    )
+from conftest import sample_record as record
 
 
 # -- 6a: file names are injective in the model name, and a save never replaces another key's file

@@ -12,19 +12,7 @@ import pytest
 
 from mtl_helpers import MTLError, RunRecord, check_comparable, load_records, records_frame, save_record
 from mtl_helpers.jsonio import atomic_write_bytes
-
-
-def record(scenario="head-only", tasks=("trec", "sst2"), model="m", profile="cpu", seed=0, acc=0.5, **kw) -> RunRecord:
-    return RunRecord(
-        scenario=scenario,
-        profile=profile,
-        seed=seed,
-        model=model,
-        tasks={t: {"level": "sentence", "metric": "accuracy", "sizes": {"validation": 4}} for t in tasks},
-        metrics={"validation": {t: {"accuracy": acc} for t in tasks}},
-        outcomes={"validation": {t: "1010" for t in tasks}},
-        **kw,
-    )
+from conftest import sample_record as record
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
