@@ -376,3 +376,13 @@ def test_empty_split(tmp_path):
     (folder / "test.jsonl").write_text("")
     with pytest.raises(DataError, match="test split is empty"):
         load_task("trec", data_dir=tmp_path)
+
+
+def test_the_registry_says_which_tasks_share_their_labels():
+    """A head moves between data sets only when the registry says their label ids mean the same classes
+    ("neg" in Rotten Tomatoes is "negative" in SST-2); not by the first letters of the names."""
+    from mtl_helpers.tasks import TASKS, same_labels
+
+    assert same_labels(TASKS["sst2"], TASKS["rotten_tomatoes"])
+    assert not same_labels(TASKS["sst2"], TASKS["trec"])
+    assert not same_labels(TASKS["conll2003"], TASKS["wnut_17"])

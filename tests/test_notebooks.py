@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -255,3 +256,40 @@ def test_shown_code_lines_fit_the_page(path):
     found = long_shown_lines(nbformat.read(path, as_version=4))
     where = ", ".join(f"cell {cell} line {line} ({length} chars)" for cell, line, length in found)
     assert not found, f"{path.name}: shown code lines over {SHOWN_LINE_LIMIT} characters, break them: {where}"
+
+
+MAX_SHOWN_DEFINITIONS = 20  # the book's budget: helpers live in the package, pages keep what they teach
+DEFINITION = re.compile(r"^\s*def (\w+)\(", re.M)
+
+
+def definitions(nb, shown_only: bool) -> list[str]:
+    """Names of the functions a notebook's code cells define (only in shown cells, or in all)."""
+    names = []
+    for cell in nb.cells:
+        if cell.cell_type == "code" and not (shown_only and REMOVES_SOURCE & set(cell.metadata.get("tags", []))):
+            names += DEFINITION.findall(cell.source)
+    return names
+
+
+def test_pages_show_few_function_definitions_and_copy_none_between_chapters():
+    notebooks = {p.stem: nbformat.read(p, as_version=4) for p in NOTEBOOKS}
+    shown = {name: definitions(nb, shown_only=True) for name, nb in notebooks.items()}
+    total = sum(len(names) for names in shown.values())
+    assert total <= MAX_SHOWN_DEFINITIONS, f"{total} functions defined in shown cells (at most 20): {shown}"
+    owners: dict[str, list[str]] = {}
+    for name, nb in notebooks.items():
+        for function in set(definitions(nb, shown_only=False)):
+            owners.setdefault(function, []).append(name)
+    copied = {function: chapters for function, chapters in owners.items() if len(chapters) > 1}
+    assert not copied, f"functions defined in more than one chapter (move them to the package): {copied}"
+
+
+def test_the_definition_count_sees_shown_and_hidden_cells():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("def shown():\n    pass"),
+        nbformat.v4.new_code_cell("def folded():\n    pass", metadata={"tags": ["hide-input"]}),
+        nbformat.v4.new_code_cell("def hidden():\n    pass", metadata={"tags": ["remove-cell"]}),
+    ]
+    assert definitions(nb, shown_only=True) == ["shown", "folded"]
+    assert definitions(nb, shown_only=False) == ["shown", "folded", "hidden"]
