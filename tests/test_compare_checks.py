@@ -102,6 +102,8 @@ def test_compare_refuses_bad_inputs_by_name():
         compare(a, b, n_boot=0)
     with pytest.raises(MTLError, match="no t validation examples"):
         compare(arm("a", [[], []]), arm("b", [[], []]))
+    with pytest.raises(MTLError, match="single t validation example.*at least 2 examples"):
+        compare(arm("a", [[1], [0]]), arm("b", [[1], [1]]))  # several seeds: the t interval needs 2 examples
     token = arm("b", [np.ones((40, 3), int)] * 2, level="token")
     with pytest.raises(MTLError, match="sentence.*token"):
         compare(a, token)
