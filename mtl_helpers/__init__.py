@@ -85,6 +85,6 @@ from .profiles import PROFILES, Profile, get_profile  # noqa: E402
 from .records import RunRecord, check_comparable, load_records, records_frame, save_record  # noqa: E402
 from .runs import chosen_value, run_seeds, sweep_table  # noqa: E402
 from .glue import glue  # noqa: E402
-from .stats import RULE, Comparison, compare, summarize  # noqa: E402
+from .stats import MARGIN, RULE, Comparison, compare, summarize  # noqa: E402
 from .state import StepRecord, TrainerState  # noqa: E402
 from .train import Trainer  # noqa: E402

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .records import RunRecord
-from .stats import Comparison, summarize
+from .stats import MARGIN, Comparison, summarize
 
 
 def sd(values: Iterable[float]) -> float:
@@ -40,8 +40,13 @@ def interval(c: Comparison) -> str:
 
 
 def noise(c: Comparison) -> str:
-    """What the noise rule says of a comparison, in words."""
-    return "beyond the noise" if c.differs else "within the noise"
+    """What the noise rule says of a comparison, in words: one of its four outcomes. An interval that
+    holds zero and large effects is unresolved, never "the same"."""
+    if c.outcome in ("higher", "lower"):
+        return "beyond the noise"
+    if c.outcome == "equivalent":
+        return f"equivalent (within ±{100 * MARGIN:.0f} points)"
+    return "unresolved"
 
 
 def rate(x: float) -> str:

@@ -24,7 +24,8 @@ def test_mean_sd_states_the_spread_in_points_and_leaves_it_out_for_one_seed():
 def test_intervals_and_noise_words_follow_the_comparison():
     assert interval(comparison(0.023, 0.008, 0.039)) == "+2.3 (+0.8 to +3.9)"
     assert noise(comparison(0.023, 0.008, 0.039)) == "beyond the noise"
-    assert noise(comparison(0.023, -0.008, 0.039)) == "within the noise"
+    assert noise(comparison(0.023, -0.008, 0.039)) == "unresolved"  # holds zero and large effects
+    assert noise(comparison(0.001, -0.012, 0.015)) == "equivalent (within ±2 points)"
 
 
 @pytest.mark.parametrize(("value", "text"), [(1e-4, "1e-4"), (3e-5, "3e-5"), (2e-2, "2e-2"), (10.0, "1e1")])
