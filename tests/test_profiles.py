@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,25 @@ def test_capped_runs_are_refused_where_their_records_would_join_the_books(monkey
     monkeypatch.setenv("MTL_CAP_ROWS", "32")
     with pytest.raises(ParameterError, match="set MTL_RESULTS_DIR to a scratch folder"):
         get_profile("gpu")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_make_test_runs_the_capped_gpu_profile_after_nbval_into_the_scratch_folder():
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    makefile = (ROOT / "Makefile").read_text()
+    [test_line] = [line for line in makefile.splitlines() if line.startswith("test:")]
+    steps = test_line.split(":", 1)[1].split()
+    assert steps.index("nbval") < steps.index("gpu-structure")
+    done = subprocess.run(
+        ["make", "-n", "-B", "gpu-structure", "VENV=/nonexistent-venv"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    run = " ".join(done.stdout.replace("\\\n", " ").split())
+    assert "MTL_CAP_ROWS=32 " in run and "CUDA_VISIBLE_DEVICES= " in run
+    assert f"MTL_RESULTS_DIR={ROOT}/.scratch/gpu-structure/results " in run
+    assert "scripts/run_notebooks.py --profile gpu --out " + f"{ROOT}/.scratch/gpu-structure " in run
+    chapters = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert run.endswith(" ".join(chapters)), "every chapter, in book order"
