@@ -60,9 +60,11 @@ nbval: $(STAMP)
 # Every notebook runs once with the gpu profile's structure (5 seeds, 4 sweep points, 2 sweep seeds, its
 # epochs and batch sizes, None sizes meaning "all rows") on the CPU, every row count capped at
 # GPU_STRUCTURE_ROWS (MTL_CAP_ROWS, mtl_helpers/profiles.py): the code paths a Colab reader's
-# profile = "gpu" takes, in minutes. papermill executes copies into .scratch/gpu-structure (the stored
-# notebooks stay as they are), the records go to its results/, and times.json holds the wall times.
-GPU_STRUCTURE_ROWS ?= 32
+# profile = "gpu" takes, in minutes. 16 rows: the smoke profile's sizes, which every chapter accepts;
+# the cost grows with the rows (5 seeds x 3 epochs per arm). papermill executes copies into
+# .scratch/gpu-structure (the stored notebooks stay as they are), the records go to its results/,
+# and times.json holds the wall times.
+GPU_STRUCTURE_ROWS ?= 16
 GPU_STRUCTURE_NOTEBOOKS ?= $(NBVAL_NOTEBOOKS)
 GPU_STRUCTURE_DIR := $(SCRATCH)/gpu-structure
 gpu-structure: $(STAMP)

@@ -128,7 +128,7 @@ def test_make_test_runs_the_capped_gpu_profile_after_nbval_into_the_scratch_fold
     )
     assert done.returncode == 0, done.stderr
     run = " ".join(done.stdout.replace("\\\n", " ").split())
-    assert "MTL_CAP_ROWS=32 " in run and "CUDA_VISIBLE_DEVICES= " in run
+    assert "MTL_CAP_ROWS=16 " in run and "CUDA_VISIBLE_DEVICES= " in run
     assert f"MTL_RESULTS_DIR={ROOT}/.scratch/gpu-structure/results " in run
     assert "scripts/run_notebooks.py --profile gpu --out " + f"{ROOT}/.scratch/gpu-structure " in run
     chapters = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
