@@ -16,7 +16,7 @@ SCRATCH := $(CURDIR)/.scratch
 TORCH_INDEX ?=
 TORCH := torch==2.13.0
 
-.PHONY: install book test lint unit notebooks-smoke nbval linkcheck browser notebooks bench clean
+.PHONY: install book test lint unit notebooks-smoke nbval gpu-structure linkcheck browser notebooks bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ book: $(STAMP)
 	bash scripts/fetch_mathjax.sh
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
-test: lint unit nbval book linkcheck browser
+test: lint unit nbval gpu-structure book linkcheck browser
 
 # ruff: pyflakes, pycodestyle (lines up to 120) and bugbear on every Python file (pyproject.toml [tool.ruff]).
 lint: $(STAMP)
@@ -56,6 +56,23 @@ nbval: $(STAMP)
 	HF_HUB_OFFLINE=1 MTL_RESULTS_DIR=$(NBVAL_DIR)/results \
 	  $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider \
 	  $(addprefix $(NBVAL_DIR)/,$(notdir $(NBVAL_NOTEBOOKS)))
+
+# Every notebook runs once with the gpu profile's structure (5 seeds, 4 sweep points, 2 sweep seeds, its
+# epochs and batch sizes, None sizes meaning "all rows") on the CPU, every row count capped at
+# GPU_STRUCTURE_ROWS (MTL_CAP_ROWS, mtl_helpers/profiles.py): the code paths a Colab reader's
+# profile = "gpu" takes, in minutes. 16 rows: the smoke profile's sizes, which every chapter accepts;
+# the cost grows with the rows (5 seeds x 3 epochs per arm). papermill executes copies into
+# .scratch/gpu-structure (the stored notebooks stay as they are), the records go to its results/,
+# and times.json holds the wall times.
+GPU_STRUCTURE_ROWS ?= 16
+GPU_STRUCTURE_NOTEBOOKS ?= $(NBVAL_NOTEBOOKS)
+GPU_STRUCTURE_DIR := $(SCRATCH)/gpu-structure
+gpu-structure: $(STAMP)
+	rm -rf $(GPU_STRUCTURE_DIR)
+	HF_HUB_OFFLINE=1 CUDA_VISIBLE_DEVICES= MTL_CAP_ROWS=$(GPU_STRUCTURE_ROWS) \
+	  MTL_RESULTS_DIR=$(GPU_STRUCTURE_DIR)/results \
+	  $(BIN)/python scripts/run_notebooks.py --profile gpu --out $(GPU_STRUCTURE_DIR) \
+	  --times $(GPU_STRUCTURE_DIR)/times.json $(notdir $(GPU_STRUCTURE_NOTEBOOKS))
 
 # Links: Sphinx's linkcheck (local files always; http(s) only with MTL_LINKCHECK_EXTERNAL=1, see
 # book/_ext/link_policy.py), then every relative link and #anchor of the built HTML.

@@ -4,7 +4,8 @@ hour), gpu (whole training sets, five seeds)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 from .params import ParameterError, parse_list
 
@@ -125,18 +126,87 @@ def _check_profile_name(name: object, source: str) -> str:
     return name
 
 
+# The profile sizes that count training rows, which MTL_CAP_ROWS caps; every other size (the number of sweep
+# points) is the profile's structure and stays. A test checks that each size of each profile is in one of the two.
+ROW_SIZES = frozenset({"ablation_train", "low_data", "curve", "phase2_train", "ner_train"})
+STRUCTURE_SIZES = frozenset({"sweep_points"})
+ROW_CAP_VARIABLE = "MTL_CAP_ROWS"
+
+
+def _cap(rows: int | None, cap: int) -> int:
+    return cap if rows is None else min(rows, cap)  # None means all rows: all of the capped rows
+
+
+def capped(profile: Profile, cap: int) -> Profile:
+    """`profile` with every row count at most `cap`; None ("all rows") becomes `cap`.
+
+    Seeds, sweep points, sweep seeds, epochs and batch sizes stay: a capped gpu profile runs the gpu profile's
+    code paths on a few rows (`make gpu-structure`). A tuple of sizes keeps its length and order, so capping
+    can repeat a size (the gpu curve at 32 rows is six times 32): the chapters reuse the stored runs of a
+    repeated size, and a None in it becomes `cap`, which equals the capped max_train (the curve's "all" point).
+    """
+    sizes = {}
+    for key, value in profile.sizes.items():
+        if key not in ROW_SIZES:
+            sizes[key] = value
+        elif isinstance(value, tuple):
+            sizes[key] = tuple(_cap(rows, cap) for rows in value)
+        else:
+            sizes[key] = _cap(value, cap)
+    return replace(
+        profile,
+        max_train=_cap(profile.max_train, cap),
+        max_eval=_cap(profile.max_eval, cap),
+        sweep_train=_cap(profile.sweep_train, cap),
+        sweep_eval=_cap(profile.sweep_eval, cap),
+        sizes=sizes,
+    )
+
+
+def row_cap_from_environment() -> int | None:
+    """The whole number of rows MTL_CAP_ROWS gives, or None when it is unset or empty."""
+    text = os.environ.get(ROW_CAP_VARIABLE, "").strip()
+    if not text:
+        return None
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        raise ParameterError(
+            f"The environment variable {ROW_CAP_VARIABLE}={text!r} is not a number of rows: set it to a whole "
+            f"number >= 1, such as 32 (every row count of the profile is capped at it), or unset it."
+        )
+    return int(text)
+
+
+def _refuse_capped_records_in_the_book() -> None:
+    """Capped runs keep the profile's name in their records: kept out of the book's stored records."""
+    from .locations import is_book_results, results_root
+
+    if is_book_results(results_root()):
+        raise ParameterError(
+            f"{ROW_CAP_VARIABLE} is set, but the run records would go to the book's results folder, where "
+            f"capped runs would pass for the profile's own: set MTL_RESULTS_DIR to a scratch folder (as "
+            f"`make gpu-structure` does), or unset {ROW_CAP_VARIABLE}."
+        )
+
+
 def get_profile(name: str = "cpu") -> Profile:
     """The named profile, or the one the environment variable MTL_PROFILE names when it is set.
 
     Both names are checked, so a wrong `profile` parameter fails even where MTL_PROFILE is set. When both
     are valid and differ, the environment wins (one variable switches a whole run, whatever each notebook
     says) and one printed line says so: a contradiction is reported, never an error.
+    When MTL_CAP_ROWS=N is set, every row count of the profile is capped at N (see `capped`), and a
+    printed line says so.
     """
     _check_profile_name(name, "the notebook parameter `profile`")
     from_environment = os.environ.get("MTL_PROFILE")
-    if not from_environment:
+    if from_environment:
+        _check_profile_name(from_environment, "the environment variable MTL_PROFILE")
+        if from_environment != name:
+            print(f"MTL_PROFILE={from_environment} overrides profile={name!r}: using the {from_environment} profile.")
+        name = from_environment
+    cap = row_cap_from_environment()
+    if cap is None:
         return PROFILES[name]
-    _check_profile_name(from_environment, "the environment variable MTL_PROFILE")
-    if from_environment != name:
-        print(f"MTL_PROFILE={from_environment} overrides profile={name!r}: using the {from_environment} profile.")
-    return PROFILES[from_environment]
+    _refuse_capped_records_in_the_book()
+    print(f"{ROW_CAP_VARIABLE}={cap}: every row count of the {name} profile is capped at {cap} rows.")
+    return capped(PROFILES[name], cap)
