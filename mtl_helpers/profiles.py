@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 
+from .locations import is_book_results, results_root
 from .params import ParameterError, parse_list
 
 
@@ -178,8 +179,6 @@ def row_cap_from_environment() -> int | None:
 
 def _refuse_capped_records_in_the_book() -> None:
     """Capped runs keep the profile's name in their records: kept out of the book's stored records."""
-    from .locations import is_book_results, results_root
-
     if is_book_results(results_root()):
         raise ParameterError(
             f"{ROW_CAP_VARIABLE} is set, but the run records would go to the book's results folder, where "
