@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -123,8 +124,15 @@ def test_make_test_runs_the_capped_gpu_profile_after_nbval_into_the_scratch_fold
     [test_line] = [line for line in makefile.splitlines() if line.startswith("test:")]
     steps = test_line.split(":", 1)[1].split()
     assert steps.index("nbval") < steps.index("gpu-structure")
+    # Under `make test` the variables of the outer make would make this one print its directories.
+    outer = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+    env = {k: v for k, v in os.environ.items() if k not in outer}
     done = subprocess.run(
-        ["make", "-n", "-B", "gpu-structure", "VENV=/nonexistent-venv"], cwd=ROOT, capture_output=True, text=True
+        ["make", "--no-print-directory", "-n", "-B", "gpu-structure", "VENV=/nonexistent-venv"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     run = " ".join(done.stdout.replace("\\\n", " ").split())
