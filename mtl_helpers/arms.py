@@ -151,17 +151,14 @@ def clean_rotten_tomatoes(profile: Profile) -> TaskData:
     return task
 
 
-def full_ft_arm(
-    task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=None
-):
-    """The book's full fine-tuning arm: rates from `full_ft_sweep`, then one run per seed on the
-    profile's data. Returns (records, chosen (backbone rate, head rate), sweep table)."""
-    table, chosen, _ = full_ft_sweep(task_names, profile, model_name, log=log)
-    tasks = load_tasks(task_names, profile)
+def _standard_arm(scenario: str, sweep, make_recipe, task_names, profile, seeds, model_name, log):
+    """An arm of the book: its settings chosen by `sweep` on validation, then one run per seed on the
+    profile's data, scored on the standard splits and out of distribution."""
+    table, chosen, _ = sweep(task_names, profile, model_name, log=log)
     records = run_recipe(
-        "full-fine-tuning",
-        full_ft(profile, *chosen, model_name=model_name),
-        tasks,
+        scenario,
+        make_recipe(profile, *chosen, model_name=model_name),
+        load_tasks(task_names, profile),
         seeds,
         profile,
         splits=STANDARD_SPLITS,
@@ -169,6 +166,14 @@ def full_ft_arm(
         log=log,
     )
     return records, chosen, table
+
+
+def full_ft_arm(
+    task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=None
+):
+    """The book's full fine-tuning arm: rates from `full_ft_sweep`, then one run per seed on the
+    profile's data. Returns (records, chosen (backbone rate, head rate), sweep table)."""
+    return _standard_arm("full-fine-tuning", full_ft_sweep, full_ft, task_names, profile, seeds, model_name, log)
 
 
 def probe_arm(
@@ -176,16 +181,4 @@ def probe_arm(
 ):
     """The book's heads-only arm (a linear probe on the frozen backbone's cached features): rate and
     epochs from `probe_sweep`, then one run per seed. Returns (records, chosen (rate, epochs), table)."""
-    table, chosen, _ = probe_sweep(task_names, profile, model_name, log=log)
-    tasks = load_tasks(task_names, profile)
-    records = run_recipe(
-        "head-only",
-        probe(profile, *chosen, model_name=model_name),
-        tasks,
-        seeds,
-        profile,
-        splits=STANDARD_SPLITS,
-        ood=ood_for(task_names, profile),
-        log=log,
-    )
-    return records, chosen, table
+    return _standard_arm("head-only", probe_sweep, probe, task_names, profile, seeds, model_name, log)

@@ -5,6 +5,7 @@ private names."""
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -113,12 +114,16 @@ def test_no_module_imports_another_modules_private_names():
 
 
 def test_the_version_is_written_once():
-    """pyproject.toml reads the version from the package, so the two cannot disagree."""
-    from setuptools.config.pyprojecttoml import read_configuration
+    """pyproject.toml reads the version from the package, so the two cannot disagree. (Read with tomllib:
+    importing setuptools after another test imported distutils trips setuptools' distutils shim.)"""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     import mtl_helpers
 
-    root = PACKAGE.parent
-    config = read_configuration(root / "pyproject.toml", expand=True)
-    assert "version" in config["project"]["dynamic"]
-    assert config["project"]["version"] == mtl_helpers.__version__
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" in config["project"]["dynamic"] and "version" not in config["project"]
+    assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "mtl_helpers.__version__"}
+    assert importlib.metadata.version("mtl-helpers") == mtl_helpers.__version__  # what pip installed from it
