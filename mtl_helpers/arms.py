@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import itertools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -15,15 +14,19 @@ import pandas as pd
 from .leakage import rows_sharing_text
 from .loading import load_task
 from .tasks import SPLIT_SEED, TaskData
-from .runs import chosen_value, sweep_table
+from .runs import sweep_table
 from .profiles import Profile
 from .recipes import Recipe, run_recipe
 from .records import RunRecord
+from .sweeps import Axis, Sweep, run_sweep
 
-BACKBONE_RATES = (3e-5, 1e-4, 3e-4)  # full fine-tuning: the top backbone rate
+# Log grids on the 1-3 sequence; a profile takes a centred run of `sweep_points` of them, and a sweep
+# whose best point lies on an edge goes on past it (`sweep_extensions`, mtl_helpers/sweeps.py).
+BACKBONE_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)  # full fine-tuning: the top backbone rate
 FULL_FT_HEAD_RATES = (1e-3, 1e-2)  # full fine-tuning: the heads' rate
 PROBE_RATES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # heads on a frozen backbone
-PROBE_EPOCHS = (2, 10, 40)
+PROBE_EPOCHS = (5, 10, 20, 40)
+MAX_RATE = 0.3  # no sweep extends a learning rate beyond this
 
 
 def load_tasks(
@@ -35,7 +38,8 @@ def load_tasks(
     """Each named task at the profile's sizes (or the given ones; None = all rows)."""
     train = profile.max_train if max_train == "profile" else max_train
     evaluate = profile.max_eval if max_eval == "profile" else max_eval
-    return [load_task(name, max_train=train, max_eval=evaluate) for name in names]
+    test = profile.max_test if max_eval == "profile" else evaluate
+    return [load_task(name, max_train=train, max_eval=evaluate, max_test=test) for name in names]
 
 
 def sweep_tasks(names: Sequence[str], profile: Profile) -> list[TaskData]:
@@ -44,24 +48,37 @@ def sweep_tasks(names: Sequence[str], profile: Profile) -> list[TaskData]:
 
 
 def grid(values: Sequence, profile: Profile) -> list:
-    """`values` thinned to the profile's number of sweep points, keeping the ends and the middle."""
+    """A centred, contiguous run of the profile's number of sweep points from `values` (all of them when
+    there are fewer): contiguous, so a log grid keeps its even spacing."""
     n = min(len(values), profile.size("sweep_points"))
-    if n >= len(values):
-        return list(values)
-    step = (len(values) - 1) / max(1, n - 1)
-    return [values[round(i * step)] for i in range(n)] if n > 1 else [values[len(values) // 2]]
+    start = (len(values) - n) // 2
+    return list(values[start : start + n])
 
 
 def sweep(
     prefix: str, recipes: Mapping[object, Recipe], tasks: Sequence[TaskData], profile: Profile, log=None
 ) -> tuple[pd.DataFrame, dict[object, list[RunRecord]]]:
-    """Train every recipe on the sweep subsets (the profile's sweep seeds) and tabulate validation."""
+    """Train every recipe on the sweep subsets (the profile's sweep seeds) and tabulate validation.
+    A fixed set of points without edge extension; `tuned_sweep` is the book's rule."""
     seeds = list(range(profile.sweep_seeds))
     arms = {
         value: run_recipe(f"{prefix}-{_slug(value)}", recipe, tasks, seeds, profile, log=log)
         for value, recipe in recipes.items()
     }
     return sweep_table(arms), arms
+
+
+def tuned_sweep(
+    prefix: str, axes: Sequence[Axis], make_recipe, tasks: Sequence[TaskData], profile: Profile, log=None
+) -> Sweep:
+    """The book's sweep: the grid of `axes` over the profile's sweep seeds, chosen on validation, extended
+    past an edge up to the profile's `sweep_extensions` times per knob and side (`run_sweep`)."""
+    seeds = list(range(profile.sweep_seeds))
+
+    def run_point(name: str, recipe: Recipe) -> list[RunRecord]:
+        return run_recipe(name, recipe, tasks, seeds, profile, log=log)
+
+    return run_sweep(prefix, axes, make_recipe, run_point, profile.size("sweep_extensions"))
 
 
 def _slug(value) -> str:
@@ -82,13 +99,17 @@ def full_ft(profile: Profile, backbone_lr: float, head_lr: float, model_name: st
     ).with_(**changes)
 
 
-def full_ft_sweep(task_names: Sequence[str], profile: Profile, model_name: str | None = None, log=None):
-    """The full fine-tuning sweep: (backbone rate, head rate) on the sweep subsets. Returns the table,
-    the chosen pair and the records."""
-    pairs = list(itertools.product(grid(BACKBONE_RATES, profile), grid(FULL_FT_HEAD_RATES, profile)))
-    recipes = {pair: full_ft(profile, *pair, model_name=model_name) for pair in pairs}
-    table, arms = sweep("sweep-full-ft", recipes, sweep_tasks(task_names, profile), profile, log=log)
-    return table, chosen_value(table), arms
+def full_ft_sweep(task_names: Sequence[str], profile: Profile, model_name: str | None = None, log=None) -> Sweep:
+    """The full fine-tuning sweep: (backbone rate, head rate) on the sweep subsets."""
+    axes = (
+        Axis("backbone rate", tuple(grid(BACKBONE_RATES, profile)), high=MAX_RATE),
+        Axis("head rate", tuple(grid(FULL_FT_HEAD_RATES, profile)), high=MAX_RATE),
+    )
+
+    def make(backbone_lr: float, head_lr: float) -> Recipe:
+        return full_ft(profile, backbone_lr, head_lr, model_name=model_name)
+
+    return tuned_sweep("sweep-full-ft", axes, make, sweep_tasks(task_names, profile), profile, log=log)
 
 
 def probe(profile: Profile, head_lr: float, epochs: float, model_name: str | None = None) -> Recipe:
@@ -104,13 +125,17 @@ def probe(profile: Profile, head_lr: float, epochs: float, model_name: str | Non
     )
 
 
-def probe_sweep(task_names: Sequence[str], profile: Profile, model_name: str | None = None, log=None):
+def probe_sweep(task_names: Sequence[str], profile: Profile, model_name: str | None = None, log=None) -> Sweep:
     """Heads-only sweep over (rate, epochs) on the full training subsets (cheap with cached features)."""
-    points = list(itertools.product(grid(PROBE_RATES, profile), grid(PROBE_EPOCHS, profile)))
-    recipes = {pair: probe(profile, pair[0], pair[1], model_name) for pair in points}
-    tasks = load_tasks(task_names, profile)
-    table, arms = sweep("sweep-probe", recipes, tasks, profile, log=log)
-    return table, chosen_value(table), arms
+    axes = (
+        Axis("rate", tuple(grid(PROBE_RATES, profile)), high=MAX_RATE),
+        Axis("epochs", tuple(grid(PROBE_EPOCHS, profile)), low=1, high=320),
+    )
+
+    def make(rate: float, epochs: int) -> Recipe:
+        return probe(profile, rate, epochs, model_name)
+
+    return tuned_sweep("sweep-probe", axes, make, load_tasks(task_names, profile), profile, log=log)
 
 
 STANDARD_SPLITS = ("validation", "test", "train_eval")  # what the shared arms record
@@ -154,10 +179,10 @@ def clean_rotten_tomatoes(profile: Profile) -> TaskData:
 def _standard_arm(scenario: str, sweep, make_recipe, task_names, profile, seeds, model_name, log):
     """An arm of the book: its settings chosen by `sweep` on validation, then one run per seed on the
     profile's data, scored on the standard splits and out of distribution."""
-    table, chosen, _ = sweep(task_names, profile, model_name, log=log)
+    tuned = sweep(task_names, profile, model_name, log=log)
     records = run_recipe(
         scenario,
-        make_recipe(profile, *chosen, model_name=model_name),
+        make_recipe(profile, *tuned.chosen, model_name=model_name),
         load_tasks(task_names, profile),
         seeds,
         profile,
@@ -165,14 +190,14 @@ def _standard_arm(scenario: str, sweep, make_recipe, task_names, profile, seeds,
         ood=ood_for(task_names, profile),
         log=log,
     )
-    return records, chosen, table
+    return records, tuned.chosen, tuned
 
 
 def full_ft_arm(
     task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=None
 ):
     """The book's full fine-tuning arm: rates from `full_ft_sweep`, then one run per seed on the
-    profile's data. Returns (records, chosen (backbone rate, head rate), sweep table)."""
+    profile's data. Returns (records, chosen (backbone rate, head rate), the Sweep)."""
     return _standard_arm("full-fine-tuning", full_ft_sweep, full_ft, task_names, profile, seeds, model_name, log)
 
 
@@ -180,5 +205,5 @@ def probe_arm(
     task_names: Sequence[str], profile: Profile, seeds: Sequence[int], model_name: str | None = None, log=None
 ):
     """The book's heads-only arm (a linear probe on the frozen backbone's cached features): rate and
-    epochs from `probe_sweep`, then one run per seed. Returns (records, chosen (rate, epochs), table)."""
+    epochs from `probe_sweep`, then one run per seed. Returns (records, chosen (rate, epochs), the Sweep)."""
     return _standard_arm("head-only", probe_sweep, probe, task_names, profile, seeds, model_name, log)

@@ -128,24 +128,28 @@ def load_task(
     max_train: int | None = None,
     max_eval: int | None = None,
     data_dir: str | os.PathLike | None = None,
+    max_test: int | None | str = "max_eval",
 ) -> TaskData:
     """Load a task by name with fixed, leak-free train/validation/test splits and deterministic subsets.
 
     Looks in `data_dir`, then MTL_DATA_DIR, then a shared/data folder beside the repository, then
     the pinned parquet files on the Hugging Face hub (or the MTL_HUB_MIRROR folder). Held-out splits
     share no text with train (see SHARED_TEXT_RULE; token tasks: DUPLICATE_RULE); `split_report`
-    says what was held out and dropped. `max_train` and `max_eval` then take nested random subsets.
+    says what was held out and dropped. `max_train` and `max_eval` then take nested random subsets;
+    `max_test` caps the test split apart from validation (by default it follows `max_eval`; None keeps
+    every test row, as the book's verdicts do).
     """
     spec = task_spec(name)
     _check_count(max_train, f"{name} train (max_train)")
     _check_count(max_eval, f"{name} validation and test (max_eval)")
+    if max_test == "max_eval":
+        max_test = max_eval
+    _check_count(max_test, f"{name} test (max_test)")
     full = _full_splits(spec, data_dir)
     splits = {"train": _subset(full.splits["train"], max_train, f"{name} train (max_train)")}
-    for split in ("validation", "test"):
+    for split, cap, knob in (("validation", max_eval, "max_eval"), ("test", max_test, "max_test")):
         rows = full.splits[split]
-        splits[split] = _subset(
-            rows, min(max_eval, len(rows)) if max_eval is not None else None, f"{name} {split} (max_eval)"
-        )
+        splits[split] = _subset(rows, min(cap, len(rows)) if cap is not None else None, f"{name} {split} ({knob})")
     splits = {s: [_copy_row(r) for r in rows] for s, rows in splits.items()}
     return TaskData(name, spec.level, list(full.label_names), splits, full.source, spec, copy.deepcopy(full.report))
 

@@ -18,7 +18,7 @@ class Profile:
     name: str
     seeds: int  # runs per compared arm; the noise rule needs several
     max_train: int | None  # training rows per task; None = the whole training split
-    max_eval: int | None  # rows of validation and of test per task; None = all
+    max_eval: int | None  # rows of validation per task; None = all
     epochs: float  # the default budget of a training run, in epochs of its data
     batch_size: int
     eval_batch_size: int
@@ -26,6 +26,8 @@ class Profile:
     sweep_eval: int | None  # validation rows per task in sweeps
     sweep_seeds: int
     sizes: dict = field(default_factory=dict)  # chapter-specific sizes, by name
+    # rows of test per task (verdicts are decided there); None = every leak-free test row
+    max_test: int | None = None
 
     @property
     def seed_list(self) -> list[int]:
@@ -76,11 +78,13 @@ PROFILES = {
             "phase2_train": 8,
             "ner_train": 16,
             "sweep_points": 2,
+            "sweep_extensions": 0,
         },
+        max_test=16,
     ),
     "cpu": Profile(
         "cpu",
-        seeds=3,
+        seeds=5,
         max_train=250,
         max_eval=150,
         epochs=2,
@@ -88,14 +92,15 @@ PROFILES = {
         eval_batch_size=128,
         sweep_train=100,
         sweep_eval=100,
-        sweep_seeds=1,
+        sweep_seeds=2,
         sizes={
             "ablation_train": 40,
             "low_data": (50, 125),
             "curve": (50, 125, 250),
             "phase2_train": 125,
             "ner_train": 250,
-            "sweep_points": 3,
+            "sweep_points": 4,
+            "sweep_extensions": 2,
         },
     ),
     "gpu": Profile(
@@ -116,6 +121,7 @@ PROFILES = {
             "phase2_train": None,
             "ner_train": None,
             "sweep_points": 4,
+            "sweep_extensions": 2,
         },
     ),
 }
@@ -130,7 +136,7 @@ def _check_profile_name(name: object, source: str) -> str:
 # The profile sizes that count training rows, which MTL_CAP_ROWS caps; every other size (the number of sweep
 # points) is the profile's structure and stays. A test checks that each size of each profile is in one of the two.
 ROW_SIZES = frozenset({"ablation_train", "low_data", "curve", "phase2_train", "ner_train"})
-STRUCTURE_SIZES = frozenset({"sweep_points"})
+STRUCTURE_SIZES = frozenset({"sweep_points", "sweep_extensions"})
 ROW_CAP_VARIABLE = "MTL_CAP_ROWS"
 
 
@@ -158,6 +164,7 @@ def capped(profile: Profile, cap: int) -> Profile:
         profile,
         max_train=_cap(profile.max_train, cap),
         max_eval=_cap(profile.max_eval, cap),
+        max_test=_cap(profile.max_test, cap),
         sweep_train=_cap(profile.sweep_train, cap),
         sweep_eval=_cap(profile.sweep_eval, cap),
         sizes=sizes,

@@ -386,3 +386,13 @@ def test_the_registry_says_which_tasks_share_their_labels():
     assert same_labels(TASKS["sst2"], TASKS["rotten_tomatoes"])
     assert not same_labels(TASKS["sst2"], TASKS["trec"])
     assert not same_labels(TASKS["conll2003"], TASKS["wnut_17"])
+
+
+def test_max_test_caps_the_test_split_apart_from_validation():
+    # verdicts are decided on every leak-free test row while validation stays at the profile's size
+    whole = load_task("trec", max_train=20, max_eval=30, max_test=None)
+    assert len(whole.splits["validation"]) == 30 and len(whole.splits["test"]) == 500
+    assert len(load_task("trec", max_train=20, max_eval=30).splits["test"]) == 30  # by default it follows max_eval
+    assert len(load_task("trec", max_train=20, max_eval=30, max_test=40).splits["test"]) == 40
+    with pytest.raises(DataError, match=r"trec test \(max_test\)"):
+        load_task("trec", max_train=20, max_test=0)

@@ -43,7 +43,7 @@ def test_seeds_written_as_text_are_read_as_the_list(text, seeds, no_profile_vari
 def test_seeds_as_a_list_and_none_still_work(no_profile_variable):
     profile = get_profile("cpu")
     assert profile.seeds_or([4, 2]) == [4, 2]
-    assert profile.seeds_or(None) == [0, 1, 2]
+    assert profile.seeds_or(None) == list(range(profile.seeds)) == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("bad", ["zero", "[0, -1]", "[]", "[0, 0]", "[1.5]", "[True]", "0", 3])

@@ -31,6 +31,7 @@ def test_the_cap_caps_every_row_count_of_the_gpu_profile_and_none_becomes_the_ca
     profile = get_profile("gpu")
     assert profile.name == "gpu"
     assert (profile.max_train, profile.max_eval, profile.sweep_train, profile.sweep_eval) == (32, 32, 32, 32)
+    assert profile.max_test == 32  # the gpu profile's whole test sets, capped
     assert profile.sizes == {
         "ablation_train": 32,
         "low_data": (32, 32, 32),
@@ -38,6 +39,7 @@ def test_the_cap_caps_every_row_count_of_the_gpu_profile_and_none_becomes_the_ca
         "phase2_train": 32,
         "ner_train": 32,
         "sweep_points": 4,
+        "sweep_extensions": 2,
     }
     assert profile.size("curve")[-1] == profile.max_train  # chapter 8 runs its shared arms there
 

@@ -114,24 +114,33 @@ def with_sweep_points(points: int):
     return dataclasses.replace(profile, sizes={**profile.sizes, "sweep_points": points})
 
 
-def test_grid_keeps_the_ends_and_the_middle_for_each_profile():
-    rates = [1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 2e-4, 3e-4]
-    assert PROFILES["smoke"].size("sweep_points") == 2 and arms.grid(rates, PROFILES["smoke"]) == [1e-5, 3e-4]
-    assert PROFILES["cpu"].size("sweep_points") == 3 and arms.grid(rates, PROFILES["cpu"]) == [1e-5, 5e-5, 3e-4]
-    assert PROFILES["gpu"].size("sweep_points") == 4 and arms.grid(rates, PROFILES["gpu"]) == [1e-5, 3e-5, 1e-4, 3e-4]
-    assert arms.grid(rates, with_sweep_points(1)) == [5e-5]  # one point: the middle
+def test_grid_takes_a_centred_contiguous_run_for_each_profile():
+    rates = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
+    assert PROFILES["smoke"].size("sweep_points") == 2 and arms.grid(rates, PROFILES["smoke"]) == [3e-5, 1e-4]
+    assert PROFILES["cpu"].size("sweep_points") == 4 and arms.grid(rates, PROFILES["cpu"]) == [1e-5, 3e-5, 1e-4, 3e-4]
+    assert PROFILES["gpu"].size("sweep_points") == 4
+    assert arms.grid(rates, with_sweep_points(1)) == [1e-4]  # one point: the middle
     assert arms.grid(rates[:2], PROFILES["gpu"]) == rates[:2]  # fewer values than points: all of them
 
 
 @pytest.mark.parametrize("length", range(1, 10))
 @pytest.mark.parametrize("points", range(1, 10))
-def test_grid_is_an_ordered_subset_of_the_right_size_with_both_ends(length, points):
+def test_grid_is_a_contiguous_run_of_the_right_size_so_a_log_grid_stays_even(length, points):
     values = [10.0**-k for k in range(length, 0, -1)]
     thinned = arms.grid(values, with_sweep_points(points))
     assert len(thinned) == min(length, points)
-    assert thinned == sorted(set(thinned)) and set(thinned) <= set(values)
-    if min(length, points) >= 2:
-        assert thinned[0] == values[0] and thinned[-1] == values[-1]
+    start = values.index(thinned[0])
+    assert thinned == values[start : start + len(thinned)]  # contiguous: every step the same factor
+    assert abs((start) - (length - len(thinned) - start)) <= 1  # centred
+
+
+def test_the_book_sweeps_have_at_least_four_points_and_two_seeds_outside_smoke():
+    for name in ("cpu", "gpu"):
+        profile = PROFILES[name]
+        assert profile.size("sweep_points") >= 4 and profile.sweep_seeds >= 2 and profile.size("sweep_extensions") >= 1
+        for values in (arms.BACKBONE_RATES, arms.PROBE_RATES, arms.PROBE_EPOCHS):
+            assert len(arms.grid(values, profile)) >= 4
+    assert PROFILES["cpu"].seeds >= 5
 
 
 # ---------------------------------------------------------------- spread_factor and discriminative_rates

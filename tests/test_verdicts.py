@@ -1,0 +1,108 @@
+"""The verdict protocol (mtl_helpers.verdicts): verdicts are decided on rows no choice has seen, from
+runs long enough and seeds enough, with their scale stated."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from mtl_helpers import MTLError, RunRecord, TaskEvaluation
+from mtl_helpers.sweeps import Axis, run_sweep
+from mtl_helpers.stats import Comparison
+from mtl_helpers.verdicts import MIN_SEEDS, MIN_STEPS, Scale, Verdict, verdict
+
+RNG = np.random.default_rng(0)
+VALIDATION = [{"text": f"validation sentence {i}", "label": i % 2} for i in range(40)]
+TEST = [{"text": f"test sentence {i}", "label": i % 2} for i in range(60)]
+
+
+def run(
+    scenario: str, seed: int, p_correct: float, steps: int | None = 120, profile: str = "cpu", test_rows=TEST
+) -> RunRecord:
+    splits = {"validation": VALIDATION, "test": test_rows}
+    task = SimpleNamespace(
+        name="trec",
+        level="sentence",
+        splits=splits,
+        sizes=lambda: {"train": 250, "validation": len(VALIDATION), "test": len(test_rows)},
+    )
+    results = {}
+    for split, rows in splits.items():
+        outcomes = (RNG.random(len(rows)) < p_correct).astype(np.int8)
+        results[split] = {
+            "trec": TaskEvaluation("trec", split, "sentence", {"accuracy": float(outcomes.mean())}, outcomes, 0.0)
+        }
+    budget = {} if steps is None else {"steps": steps, "examples": steps * 16, "epochs": 2}
+    return RunRecord.from_outcomes(scenario, profile, seed, "m", {"trec": task}, results, budget=budget)
+
+
+def arm(scenario: str, p: float, seeds: int = MIN_SEEDS, **kwargs) -> list[RunRecord]:
+    return [run(scenario, s, p, **kwargs) for s in range(seeds)]
+
+
+def a_sweep():
+    def run_point(name, rate):
+        return [run(name, s, 0.5 + rate) for s in range(2)]
+
+    return run_sweep("sweep", [Axis("rate", (0.01, 0.03, 0.1, 0.3))], lambda r: r, run_point, extensions=0)
+
+
+def test_a_verdict_on_test_states_its_outcome_and_scale(monkeypatch):
+    monkeypatch.delenv("MTL_CAP_ROWS", raising=False)
+    v = verdict(arm("tuned", 0.9), arm("baseline", 0.5), chosen_by=[a_sweep()])
+    assert v.split == "test" and v.outcome == "higher" and v.effect > 0.2
+    assert v.scale() == "250 training rows per task, 120 optimizer steps, 60 test rows, 5 seeds"
+    assert v.summary().startswith("higher: +") and v.as_row()["scale"] == v.scale()
+
+
+@pytest.mark.parametrize("split", ["validation", "train_eval", "train"])
+def test_a_split_that_chooses_settings_is_refused(split):
+    with pytest.raises(MTLError, match="chose settings"):
+        verdict(arm("a", 0.9), arm("b", 0.5), split=split)
+
+
+def test_the_rows_a_sweep_chose_on_are_refused_under_any_split_name():
+    # The arms' "test" rows are the sweep's validation rows: a renamed copy of what chose the settings.
+    a, b = arm("a", 0.9, test_rows=VALIDATION), arm("b", 0.5, test_rows=VALIDATION)
+    with pytest.raises(MTLError, match="chose its settings on"):
+        verdict(a, b, chosen_by=[a_sweep()])
+    verdict(a, b)  # without the sweep named, the rows are not known to have chosen anything
+
+
+def test_runs_shorter_than_the_minimum_are_refused_in_the_book_profiles(monkeypatch):
+    monkeypatch.delenv("MTL_CAP_ROWS", raising=False)
+    short = arm("short", 0.9, steps=MIN_STEPS - 1)
+    with pytest.raises(MTLError, match=f"fewer than the {MIN_STEPS}"):
+        verdict(short, arm("b", 0.5))
+    assert verdict(short, arm("b", 0.5), min_steps=50).outcome == "higher"  # a lower bound stated on purpose
+
+
+def test_too_few_seeds_are_refused_but_a_method_without_optimizer_is_not(monkeypatch):
+    monkeypatch.delenv("MTL_CAP_ROWS", raising=False)
+    with pytest.raises(MTLError, match="at least 5"):
+        verdict(arm("a", 0.9, seeds=3), arm("b", 0.5))
+    deterministic = arm("tfidf", 0.5, seeds=1, steps=None)
+    v = verdict(arm("a", 0.9), deterministic)
+    assert v.scale_b.steps == () and "optimizer steps" not in v.scale_b.text()
+    assert "1 seed" in v.scale_b.text() and v.scale().startswith("a: ")
+
+
+def test_smoke_and_capped_runs_are_not_held_to_the_book_budget(monkeypatch):
+    monkeypatch.delenv("MTL_CAP_ROWS", raising=False)
+    tiny = arm("a", 0.9, seeds=1, steps=2, profile="smoke")
+    verdict(tiny, arm("b", 0.5, seeds=1, steps=2, profile="smoke"))
+    monkeypatch.setenv("MTL_CAP_ROWS", "16")
+    verdict(arm("a", 0.9, seeds=2, steps=3), arm("b", 0.5, seeds=2, steps=3))
+
+
+def test_an_unresolved_verdict_says_what_the_design_could_detect():
+    scale = Scale.of(arm("a", 0.6), "test")
+    assert scale.min_steps == 120
+    wide = Comparison("a", "b", 0.01, -0.05, 0.07, 5, 5, True, 60, standard_error=0.025, df=4.0)
+    v = Verdict(wide, "test", scale, scale)
+    assert v.outcome == "unresolved"
+    assert v.summary() == f"unresolved: {wide.points()}; this design detects about {100 * wide.detectable:.1f} points"
+    narrow = Comparison("a", "b", 0.001, -0.01, 0.012, 5, 5, True, 60, standard_error=0.005, df=4.0)
+    assert Verdict(narrow, "test", scale, scale).summary().endswith("within ±2 points")
