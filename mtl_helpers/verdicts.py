@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import MTLError
+from .glue import glue
 from .profiles import row_cap_from_environment
 from .records import RunRecord
 from .stats import MARGIN, Comparison, Term, compare
@@ -96,6 +97,45 @@ class Verdict:
 
     def as_row(self) -> dict:
         return {**self.comparison.as_row(), "split": self.split, "scale": self.scale()}
+
+
+# What a claim predicts of "arm A minus arm B", and the word each outcome earns it. A claim of a gain is
+# confirmed only by a difference; a claim that nothing is lost ("keeps its accuracy") only by equivalence
+# or a gain; an unresolved comparison confirms and refutes nothing, and says so.
+CLAIM_WORDS = {
+    "higher": {"higher": "confirmed", "lower": "refuted", "equivalent": "not supported", "unresolved": "unresolved"},
+    "lower": {"lower": "confirmed", "higher": "refuted", "equivalent": "not supported", "unresolved": "unresolved"},
+    "not lower": {"higher": "confirmed", "equivalent": "confirmed", "lower": "refuted", "unresolved": "unresolved"},
+    "equivalent": {"equivalent": "confirmed", "higher": "refuted", "lower": "refuted", "unresolved": "unresolved"},
+}
+
+
+def claim_word(outcome: str, predicts: str) -> str:
+    """The verdict word for a claim that predicts `predicts` ("higher", "lower", "not lower" or
+    "equivalent", of arm A minus arm B) when the comparison's outcome is `outcome`."""
+    if predicts not in CLAIM_WORDS:
+        raise MTLError(f"claim_word(predicts={predicts!r}): choose one of {sorted(CLAIM_WORDS)}.")
+    if outcome not in CLAIM_WORDS[predicts]:
+        raise MTLError(f"claim_word(outcome={outcome!r}): an outcome is one of {sorted(CLAIM_WORDS[predicts])}.")
+    return CLAIM_WORDS[predicts][outcome]
+
+
+def glue_verdict(claim: str, v: Verdict, word: str, text: str) -> None:
+    """Glue a claim's verdict for its chapter and the answers page: `verdict_<claim>` (the sentence),
+    `verdict_<claim>_word`, and the scale beside it: `<claim>_effect` (points), `<claim>_interval`,
+    `<claim>_outcome`, `<claim>_scale`, `<claim>_train_rows`, `<claim>_steps`, `<claim>_test_rows`,
+    `<claim>_seeds` (of arm A; `<claim>_scale` names both arms when they differ)."""
+    c, a = v.comparison, v.scale_a
+    glue(f"verdict_{claim}", text)
+    glue(f"verdict_{claim}_word", word)
+    glue(f"{claim}_effect", f"{100 * c.effect:+.1f}")
+    glue(f"{claim}_interval", f"{100 * c.low:+.1f} to {100 * c.high:+.1f}")
+    glue(f"{claim}_outcome", c.outcome)
+    glue(f"{claim}_scale", v.scale())
+    glue(f"{claim}_train_rows", " / ".join(f"{n:,}" for n in sorted(set(a.train_rows.values()))))
+    glue(f"{claim}_steps", f"{a.min_steps:,}" if a.steps else "none")
+    glue(f"{claim}_test_rows", f"{sum(a.test_rows.values()):,}")
+    glue(f"{claim}_seeds", a.seeds)
 
 
 def _relaxed(records: Sequence[RunRecord]) -> bool:

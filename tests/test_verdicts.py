@@ -11,7 +11,8 @@ import pytest
 from mtl_helpers import MTLError, RunRecord, TaskEvaluation
 from mtl_helpers.sweeps import Axis, run_sweep
 from mtl_helpers.stats import Comparison
-from mtl_helpers.verdicts import MIN_SEEDS, MIN_STEPS, Scale, Verdict, verdict
+from mtl_helpers import verdicts
+from mtl_helpers.verdicts import MIN_SEEDS, MIN_STEPS, Scale, Verdict, claim_word, verdict
 
 RNG = np.random.default_rng(0)
 VALIDATION = [{"text": f"validation sentence {i}", "label": i % 2} for i in range(40)]
@@ -106,3 +107,36 @@ def test_an_unresolved_verdict_says_what_the_design_could_detect():
     assert v.summary() == f"unresolved: {wide.points()}; this design detects about {100 * wide.detectable:.1f} points"
     narrow = Comparison("a", "b", 0.001, -0.01, 0.012, 5, 5, True, 60, standard_error=0.005, df=4.0)
     assert Verdict(narrow, "test", scale, scale).summary().endswith("within ±2 points")
+
+
+@pytest.mark.parametrize(
+    "predicts, words",
+    [
+        ("higher", ["confirmed", "refuted", "not supported", "unresolved"]),
+        ("lower", ["refuted", "confirmed", "not supported", "unresolved"]),
+        ("not lower", ["confirmed", "refuted", "confirmed", "unresolved"]),
+        ("equivalent", ["refuted", "refuted", "confirmed", "unresolved"]),
+    ],
+)
+def test_claim_words_follow_from_the_four_outcomes(predicts, words):
+    outcomes = ["higher", "lower", "equivalent", "unresolved"]
+    assert [claim_word(o, predicts) for o in outcomes] == words
+
+
+def test_claim_word_refuses_unknown_inputs():
+    with pytest.raises(MTLError, match="predicts"):
+        claim_word("higher", "better")
+    with pytest.raises(MTLError, match="within noise"):
+        claim_word("within noise", "higher")
+
+
+def test_glue_verdict_glues_the_sentence_the_word_and_the_scale(monkeypatch):
+    glued = {}
+    monkeypatch.setattr(verdicts, "glue", lambda name, value: glued.__setitem__(name, value))
+    monkeypatch.delenv("MTL_CAP_ROWS", raising=False)
+    v = verdict(arm("a", 0.9), arm("b", 0.5))
+    verdicts.glue_verdict("c1", v, "confirmed", "confirmed: because")
+    assert glued["verdict_c1"] == "confirmed: because" and glued["verdict_c1_word"] == "confirmed"
+    assert glued["c1_outcome"] == "higher" and glued["c1_seeds"] == 5 and glued["c1_steps"] == "120"
+    assert glued["c1_test_rows"] == "60" and glued["c1_train_rows"] == "250"
+    assert glued["c1_effect"] == f"{100 * v.effect:+.1f}" and glued["c1_scale"] == v.scale()
