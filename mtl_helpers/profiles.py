@@ -1,5 +1,6 @@
 """Run profiles in one place: smoke (CI, seconds), cpu (the stored book, a 2-core machine within an
-hour), gpu (whole training sets, five seeds)."""
+hour), gpu (a free Colab T4, about 30 minutes a chapter: 4,000 rows per task, five seeds) and full
+(whole training sets, five seeds: hours per chapter)."""
 
 from __future__ import annotations
 
@@ -103,8 +104,36 @@ PROFILES = {
             "sweep_extensions": 2,
         },
     ),
+    # Colab's free T4: sized for about 30 minutes a chapter. The estimate: a full fine-tuning step of
+    # all-MiniLM-L6-v2 at batch 32 and about 25 tokens a row is 32 * 25 * 6 * 22.7M = 1.1e11 FLOPs
+    # (bench/flops.py counts it exactly); at an assumed 5 TFLOP/s on a T4 (fp16 autocast, about a
+    # third of its dense fp16 peak after launch overheads at this size) that is about 25 ms, so a run
+    # of 4,000 rows per task over 3 epochs (750 steps) takes about 20 s and a chapter's 30-60 runs
+    # (5 seeds per arm, sweeps of 4 points and 2 seeds) 15-30 minutes. No T4 has measured this yet.
     "gpu": Profile(
         "gpu",
+        seeds=5,
+        max_train=4000,
+        max_eval=None,
+        epochs=3,
+        batch_size=32,
+        eval_batch_size=256,
+        sweep_train=2000,
+        sweep_eval=None,
+        sweep_seeds=2,
+        sizes={
+            "ablation_train": 2000,
+            "low_data": (100, 300, 1000),
+            "curve": (50, 150, 500, 1500, 4000),
+            "phase2_train": 4000,
+            "ner_train": 4000,
+            "sweep_points": 4,
+            "sweep_extensions": 2,
+        },
+    ),
+    # Whole training sets (SST-2's 67,000 rows): hours of T4 time per chapter, for those who have it.
+    "full": Profile(
+        "full",
         seeds=5,
         max_train=None,
         max_eval=None,

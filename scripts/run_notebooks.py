@@ -129,7 +129,7 @@ def prepare_notebooks(names: list[str], out: Path, parameters: dict) -> list[Pat
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
+    parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "full"])
     parser.add_argument("--out", type=Path, help="write executed copies here instead of in place")
     parser.add_argument("--times", type=Path, help="write wall times per notebook (JSON) here")
     parser.add_argument(

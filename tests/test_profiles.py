@@ -26,12 +26,12 @@ def test_every_size_of_every_profile_is_known_as_rows_or_structure():
         assert set(profile.sizes) <= ROW_SIZES | STRUCTURE_SIZES, profile.name
 
 
-def test_the_cap_caps_every_row_count_of_the_gpu_profile_and_none_becomes_the_cap(scratch_results, monkeypatch):
+def test_the_cap_caps_every_row_count_of_the_full_profile_and_none_becomes_the_cap(scratch_results, monkeypatch):
     monkeypatch.setenv("MTL_CAP_ROWS", "32")
-    profile = get_profile("gpu")
-    assert profile.name == "gpu"
+    profile = get_profile("full")
+    assert profile.name == "full"
     assert (profile.max_train, profile.max_eval, profile.sweep_train, profile.sweep_eval) == (32, 32, 32, 32)
-    assert profile.max_test == 32  # the gpu profile's whole test sets, capped
+    assert profile.max_test == 32  # the whole test sets, capped
     assert profile.sizes == {
         "ablation_train": 32,
         "low_data": (32, 32, 32),
@@ -51,7 +51,7 @@ def test_the_cap_keeps_the_structure_of_the_profile(scratch_results, monkeypatch
         assert getattr(capped, field) == getattr(gpu, field), field
     assert capped.size("sweep_points") == gpu.size("sweep_points") == 4
     assert capped.seed_list == [0, 1, 2, 3, 4]
-    assert PROFILES["gpu"].max_train is None  # the stored profile is left as it was
+    assert PROFILES["gpu"].max_train == 4000  # the stored profile is left as it was
 
 
 def test_sizes_below_the_cap_stay_and_tuples_keep_length_and_order(scratch_results, monkeypatch):
@@ -62,7 +62,7 @@ def test_sizes_below_the_cap_stay_and_tuples_keep_length_and_order(scratch_resul
     assert cpu.size("curve") == (50, 120, 120)
     assert cpu.size("ablation_train") == 40
     gpu = get_profile("gpu")
-    assert gpu.size("curve") == (50, 120, 120, 120, 120, 120)
+    assert gpu.size("curve") == (50, 120, 120, 120, 120)
     assert gpu.size("low_data") == (100, 120, 120)
 
 
@@ -143,3 +143,14 @@ def test_make_test_runs_the_capped_gpu_profile_after_nbval_into_the_scratch_fold
     assert "scripts/run_notebooks.py --profile gpu --out " + f"{ROOT}/.scratch/gpu-structure " in run
     chapters = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert run.endswith(" ".join(chapters)), "every chapter, in book order"
+
+
+def test_the_gpu_and_full_profiles_share_their_structure_so_gpu_structure_covers_both(scratch_results, monkeypatch):
+    # make gpu-structure runs the gpu profile capped; capped, the full profile differs only in the
+    # curve's extra "all" point, which becomes the cap: the same code path as the gpu curve's last point
+    monkeypatch.setenv("MTL_CAP_ROWS", "16")
+    gpu, full = get_profile("gpu"), get_profile("full")
+    for field in ("seeds", "epochs", "batch_size", "eval_batch_size", "sweep_seeds", "max_train", "max_test"):
+        assert getattr(gpu, field) == getattr(full, field), field
+    assert {k: v for k, v in full.sizes.items() if k != "curve"} == {k: v for k, v in gpu.sizes.items() if k != "curve"}
+    assert set(full.size("curve")) == set(gpu.size("curve"))
