@@ -19,7 +19,7 @@ from transformers import AutoModel
 
 from .callbacks import GradualUnfreezing, History, ulmfit_stages
 from .tasks import TaskData, same_labels
-from .encoder import DEFAULT_MODEL_ID, load_encoder, truncate_encoder
+from .encoder import DEFAULT_MODEL_ID, book_precision, load_encoder, pick_device, truncate_encoder
 from .errors import MTLError
 from .evaluation import TaskEvaluation, score_task
 from .runs import run_seeds
@@ -140,6 +140,8 @@ def build_trainer(recipe: Recipe, tasks: Sequence[TaskData], seed: int, profile:
         progress=False,
     )
     settings.update(config)
+    # bf16 autocast where this machine computes it natively, else fp32; the record keeps which (config)
+    settings.setdefault("precision", book_precision(pick_device(settings.get("device", "auto"))))
     callbacks = []
     if recipe.gradual:
         stages = ulmfit_stages(model, recipe.gradual, recipe.epochs / recipe.gradual, recipe.stage_scales)
@@ -248,6 +250,8 @@ def run_recipe(
         return record
 
     spec = recipe.spec(tasks, ood)
+    # a run in another precision is another run: never reused for this machine's choice
+    spec["precision"] = book_precision(pick_device("auto"))
     if keep_rates:  # a stored run without the rates must not be reused
         spec["keep_rates"] = True
     return run_seeds(scenario, train, seeds, profile, spec, splits=splits, **extra)
