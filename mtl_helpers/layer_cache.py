@@ -238,7 +238,7 @@ class LayerCache:
         self._rows: dict[tuple[str, str], list[dict]] = {}
         self._tokens: dict[tuple[str, str], str] = {}
         self._fingerprints: dict[int, tuple[tuple, str]] = {}
-        self._live: dict[tuple[str, str], tuple[tuple, list[torch.Tensor]]] = {}
+        self._live: dict[tuple[str, str], tuple[object, list[torch.Tensor]]] = {}  # (key, states) in use
 
     def level(self) -> int:
         """The cached level now: frozen groups from the bottom, or 0 (uncached)."""
@@ -279,7 +279,10 @@ class LayerCache:
         """Per row of the split, its [tokens, hidden] states after the bottom `level` groups (CPU)."""
         if split == "train_eval":  # the same sentences as part of train: their states
             train = self.states(task, "train", level)
-            return [train[i] for i in self.tokenized.train_eval_ids(task)]
+            live = self._live.get((task, split))
+            if live is None or live[0] is not train:
+                live = self._live[(task, split)] = (train, [train[i] for i in self.tokenized.train_eval_ids(task)])
+            return live[1]
         if (task, split) not in self._tokens:
             self._tokens[(task, split)] = _tokens_key(self.tokenized.rows(task, split))
         attention = getattr(self.model.encoder.config, "_attn_implementation", None)
