@@ -184,7 +184,8 @@ def clear_shared() -> None:
 class LayerCollator:
     """Pads a batch as the uncached run would (the same tokens, mask and labels), then adds the cached
     states of the current frozen level, padded like the mask, with `cache_level`; below MIN_LEVEL, the
-    plain tokenized batch."""
+    plain tokenized batch. Padded positions hold zeros, not the pad token's states: the mask keeps them
+    out of attention and pooling, and their labels (-100) out of the loss, so they reach nothing."""
 
     def __init__(self, cache: LayerCache, task: str):
         self.cache, self.task, self.pad = cache, task, cache.tokenized.collator(task)

@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from transformers import DistilBertConfig, DistilBertModel, MPNetConfig, MPNetModel
+from transformers import DistilBertConfig, DistilBertModel, MPNetConfig, MPNetModel, RobertaConfig, RobertaModel
 
 from conftest import data_dir, tiny_bert
 from mtl_helpers import (
@@ -117,6 +117,19 @@ def test_eager_attention_and_two_tasks_in_one_run(tokenizer, trec, conll):
     cached = run(copy.deepcopy(start), tokenizer, [trec, conll], True, 0.5)
     assert_same_run(plain, cached)
     assert_same_scores(plain.evaluate(), cached.evaluate())
+
+
+def test_roberta_positions_from_padded_ids_cache_exactly_too(tokenizer, trec):
+    config = RobertaConfig(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, vocab_size=30522
+    )
+    torch.manual_seed(0)
+    start = MultiTaskModel.for_tasks(RobertaModel(config), [trec])
+    train_only(start, "layer.2", "heads")
+    plain = run(copy.deepcopy(start), tokenizer, [trec], False, 5 / 6)
+    cached = run(copy.deepcopy(start), tokenizer, [trec], True, 5 / 6)
+    assert cached.data.level() == 3
+    assert_same_run(plain, cached)
 
 
 def test_gradual_unfreezing_moves_the_cache_with_every_stage(tokenizer, trec, conll):
