@@ -2,9 +2,9 @@
 
 The modules, bottom to top: the data (`tasks` the registry, `leakage` shared text between splits,
 `splits` forming them, `loading` reading them), batches and the model (`batches`, `encoder`,
-`model`, `groups`, `optim`), training (`config`, `train`, `callbacks`, `evaluation`, `features`,
-`distill`), runs and their records (`records`, `jsonio`, `locations`, `fetch`, `glue`, `stats`),
-and the book's experiments (`runs`: an arm over seeds; `recipes`: named ways to train; `arms`: the
+`model`, `groups`, `optim`, `layer_cache`), training (`config`, `train`, `callbacks`, `evaluation`,
+`features`, `distill`), runs and their records (`records`, `jsonio`, `locations`, `fetch`, `glue`,
+`stats`), and the book's experiments (`runs`: an arm over seeds; `recipes`: named ways to train; `arms`: the
 shared arms the chapters reuse).
 """
 
@@ -47,6 +47,7 @@ from .errors import (  # noqa: E402
 from .evaluation import PRIMARY_METRIC, TaskEvaluation, evaluate_task, score_task  # noqa: E402
 from .recipes import Recipe, run_recipe, train_recipe  # noqa: E402
 from .features import FeatureCache, embed_rows, embed_texts  # noqa: E402
+from .layer_cache import LayerCache  # noqa: E402
 from .audit import assert_frozen_unchanged, changed_groups, snapshot  # noqa: E402
 from .groups import (  # noqa: E402
     freeze,

@@ -53,6 +53,7 @@ class TrainConfig:
     padding: str = "longest"  # dynamic padding; "max_length" pads every batch to max_length
     bucket_by_length: bool = True  # batches of similar lengths: about 2x faster on CPU, same data per epoch
     cache_features: bool = False
+    cache_frozen_layers: bool = False  # compute the frozen lower layers once per data set (mtl_helpers.layer_cache)
     precision: str = "fp32"  # "bf16": autocast forward and loss; weights and optimizer stay fp32
     eval_every: float | None = 1.0  # epochs between evaluations during fit; None: only on request
     eval_train: bool = False  # also score a slice of the training set: the train/validation gap
@@ -97,6 +98,10 @@ class TrainConfig:
             "loss_weights": (_weights(value), "None or a mapping of task name to a finite weight >= 0"),
             "max_length": (_count(value) and value >= 2, "an integer >= 2"),
             "padding": (value in ("longest", "max_length"), "'longest' or 'max_length'"),
+            "cache_frozen_layers": (
+                isinstance(value, bool) and not (value and self.cache_features),
+                "True or False, and False with cache_features=True (that caches the whole frozen backbone already)",
+            ),
             "precision": (value in ("fp32", "bf16"), "'fp32' or 'bf16'"),
             "eval_every": (value is None or (_finite(value) and value > 0), "None or a finite number of epochs > 0"),
             "seed": (_count(value) and 0 <= value < SEED_RANGE, "an integer from 0 to 2**32 - 1, numpy's seed range"),

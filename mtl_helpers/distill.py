@@ -142,6 +142,12 @@ class DistillationTrainer(Trainer):
             )
         if teacher is not None:
             _check_no_shared_storage(model, teacher)
+        if config is not None and config.cache_frozen_layers:
+            raise MTLError(
+                "DistillationTrainer cannot use cache_frozen_layers: the teacher would read the student's "
+                "cached lower-layer states, which are its own only while their weights agree. Set "
+                "cache_frozen_layers=False."
+            )
         super().__init__(model, tokenizer, tasks, config, callbacks)
         if all(name in self.protect for name in self.tasks):
             raise MTLError(

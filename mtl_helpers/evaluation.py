@@ -24,6 +24,7 @@ from sklearn.metrics import f1_score
 from .batches import TokenizedTasks, WordAlignment, make_loader, to_device
 from .tasks import TaskData
 from .errors import MTLError
+from .layer_cache import LayerCache
 from .model import check_model_fits
 
 PRIMARY_METRIC = {"sentence": "accuracy", "token": "entity_f1"}
@@ -224,25 +225,29 @@ def score_task(
     padding: str = "longest",
     precision: str = "fp32",
     device: torch.device | None = None,
+    cache_frozen_layers: bool = False,
 ) -> TaskEvaluation:
     """Metrics and per-example outcomes of `model` on one split of `task`, without a Trainer: the rows are
     tokenized as a Trainer with these settings would, scored shortest first on `device` (default: where
     the model's parameters are), and the outcomes kept in the split's row order; token tasks are scored
-    over every word. `trainer.evaluate_outcomes` gives the same result for the same settings."""
+    over every word. `trainer.evaluate_outcomes` gives the same result for the same settings. With
+    `cache_frozen_layers`, the frozen lower layers' output comes from (and goes to) the process's layer
+    cache, as in a Trainer with that setting: scoring the same rows again after other seeds is cheaper."""
     check_model_fits(model, tokenizer, [task])
     device = device if device is not None else next(model.parameters()).device
     tokenized = TokenizedTasks({task.name: task}, tokenizer, max_length, padding)
-    rows = tokenized.rows(task.name, split)
+    autocast = precision_autocast(precision, device)
+    data = LayerCache(model, tokenized, device, batch_size, autocast) if cache_frozen_layers else tokenized
     words = tokenized.alignments(task.name, split) if task.level == "token" else None
     return score_rows(
         model,
         task,
         split,
-        rows,
-        tokenized.collator(task.name),
+        data.rows(task.name, split),
+        data.collator(task.name),
         device,
         batch_size,
-        precision_autocast(precision, device),
+        autocast,
         words,
         pin_memory=device.type == "cuda",
     )

@@ -4,7 +4,7 @@ only without running the transformer at every step."""
 
 from __future__ import annotations
 
-import hashlib
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import default_collate
@@ -13,7 +13,11 @@ from transformers import PreTrainedTokenizerBase
 from .batches import TokenizedTasks, make_collator, to_device
 from .errors import MTLError
 from .groups import layer_groups
+from .layer_cache import LayerCache, tensor_digest
 from .model import MultiTaskModel
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 def backbone_is_frozen(model: MultiTaskModel) -> list[str]:
@@ -69,15 +73,10 @@ _SHARED_LIMIT = 64
 
 def backbone_fingerprint(model: MultiTaskModel) -> str:
     """A hash of the backbone's exact weights: the name, dtype, shape and bytes of every parameter and
-    buffer. Sums would not do: permuting values (swapping two token embeddings) keeps every sum."""
-    digest = hashlib.blake2b(digest_size=32)
-    with torch.no_grad():
-        for kind, named in (("parameter", model.encoder.named_parameters()), ("buffer", model.encoder.named_buffers())):
-            for name, tensor in named:
-                flat = tensor.detach().cpu().contiguous().reshape(-1)
-                digest.update(f"{kind} {name} {flat.dtype} {tuple(tensor.shape)}\n".encode())
-                digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    buffer (`layer_cache.tensor_digest`). Sums would not do: permuting values keeps every sum."""
+    encoder = model.encoder
+    named = [("parameter", n, p) for n, p in encoder.named_parameters()]
+    return tensor_digest(named + [("buffer", n, b) for n, b in encoder.named_buffers()])
 
 
 class FeatureCache:
@@ -161,3 +160,16 @@ class FeatureCache:
     @staticmethod
     def lengths(rows) -> list[int]:
         return [r["length"] for r in rows]
+
+
+def trainer_data(
+    model: MultiTaskModel, tokenized: TokenizedTasks, device: torch.device, config: TrainConfig, autocast=None
+) -> TokenizedTasks | FeatureCache | LayerCache:
+    """Where a Trainer draws its rows from: the tokenized rows, or (config `cache_features`) the cached
+    sentence embeddings of a frozen backbone, or (config `cache_frozen_layers`) the tokenized rows with
+    the cached output of the frozen lower layers."""
+    if config.cache_features:
+        return FeatureCache(model, tokenized, device, config.eval_batch_size, autocast)
+    if config.cache_frozen_layers:
+        return LayerCache(model, tokenized, device, config.eval_batch_size, autocast)
+    return tokenized

@@ -13,6 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .encoder import mean_pool
 from .errors import MTLError
 from .groups import frozen_modules
+from .layer_cache import upper_states
 
 if TYPE_CHECKING:
     from .tasks import TaskData
@@ -116,6 +117,10 @@ class MultiTaskModel(nn.Module):
         return self.heads[task]
 
     def token_states(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The top layer's state of every token; a batch carrying `hidden_states` (the cached output of
+        frozen lower layers, `layer_cache.LayerCache`) runs only the layers above them."""
+        if "hidden_states" in batch:
+            return upper_states(self.encoder, batch)
         inputs = {k: batch[k] for k in self._encoder_inputs if k in batch}
         return self.encoder(**inputs).last_hidden_state
 

@@ -45,6 +45,7 @@ class Recipe:
     batch_size: int = 16
     schedule: str = "slanted"
     cache_features: bool = False
+    cache_frozen_layers: bool = False
     lp_epochs: float = 0.0
     gradual: int = 0
     stage_scales: tuple[float, ...] | None = None
@@ -90,8 +91,11 @@ class Recipe:
 
     def spec(self, tasks: Sequence[TaskData], ood: Sequence[tuple[str, TaskData]] = ()) -> dict:
         # "task_order": the hash sorts mapping keys, and training task A first differs from training task B first
+        recipe = asdict(self)
+        if not self.cache_frozen_layers:  # named only when on: earlier recipes keep their specs and stored runs
+            del recipe["cache_frozen_layers"]
         return {
-            "recipe": asdict(self),
+            "recipe": recipe,
             "tasks": {t.name: t.sizes() for t in tasks},
             "task_order": [t.name for t in tasks],
             "ood": [(head, t.name, t.sizes().get("test")) for head, t in ood],
@@ -134,6 +138,7 @@ def build_trainer(recipe: Recipe, tasks: Sequence[TaskData], seed: int, profile:
         factor=recipe.factor,
         schedule=recipe.schedule,
         cache_features=recipe.cache_features,
+        cache_frozen_layers=recipe.cache_frozen_layers,
         eval_every=recipe.eval_every,
         eval_train=recipe.eval_train,
         seed=seed,
@@ -181,6 +186,7 @@ def evaluate_transfer(trainer: Trainer, head: str, data: TaskData, split: str = 
         padding=config.padding,
         precision=config.precision,
         device=trainer.device,
+        cache_frozen_layers=config.cache_frozen_layers,
     )
 
 

@@ -28,7 +28,7 @@ from .encoder import model_label, pick_device  # noqa: F401 - notebooks import m
 from .divergence import DivergenceCheck
 from .errors import MTLError
 from .evaluation import PRIMARY_METRIC, TaskEvaluation, precision_autocast, score_rows, weights_key
-from .features import FeatureCache
+from .features import trainer_data
 from .audit import refuse_groups_out_of_step
 from .groups import check_tasks_can_learn, freeze, layer_groups, resolve_groups, unfreeze
 from .model import MultiTaskModel, check_model_fits
@@ -85,11 +85,7 @@ class Trainer:
         self.rates = discriminative_rates(model, self.config.lr, self.config.factor, self.config.backbone_lr)
         self.rate_scale = 1.0
         self.tokenized = TokenizedTasks(self.tasks, tokenizer, self.config.max_length, self.config.padding)
-        self.data = (
-            FeatureCache(model, self.tokenized, self.device, self.config.eval_batch_size, self._autocast_factory())
-            if self.config.cache_features
-            else self.tokenized
-        )
+        self.data = trainer_data(model, self.tokenized, self.device, self.config, self._autocast_factory())
         self.history = History()
         defaults: list[Callback] = [self.history, PeakMemory()]
         if self.config.progress:
