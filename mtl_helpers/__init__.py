@@ -5,7 +5,10 @@ The modules, bottom to top: the data (`tasks` the registry, `leakage` shared tex
 `model`, `groups`, `optim`, `layer_cache`), training (`config`, `train`, `callbacks`, `evaluation`,
 `features`, `distill`), runs and their records (`records`, `jsonio`, `locations`, `fetch`, `glue`,
 `stats`), and the book's experiments (`runs`: an arm over seeds; `recipes`: named ways to train; `arms`: the
-shared arms the chapters reuse).
+shared arms the chapters reuse; `sweeps`: grids that extend past their edges; `verdicts`: decided on test,
+with their scale; `shift`: how far an out-of-distribution set is; `baselines`: TF-IDF + logistic
+regression, without pretraining; `layer_probe`: a linear probe on every layer; `logreg`: the choice of C
+both share).
 """
 
 __version__ = "0.3.0"  # the one place the version is written (pyproject.toml reads it)
@@ -89,3 +92,5 @@ from .glue import glue  # noqa: E402
 from .stats import MARGIN, RULE, Comparison, compare, summarize  # noqa: E402
 from .state import StepRecord, TrainerState  # noqa: E402
 from .train import Trainer  # noqa: E402
+from .baselines import tfidf_baseline  # noqa: E402
+from .layer_probe import layer_probe  # noqa: E402

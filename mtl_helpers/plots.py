@@ -307,3 +307,26 @@ def plot_bars(
     if len(columns) > 1:
         ax.legend()
     return ax
+
+
+def plot_accuracy_by_layer(
+    frame: pd.DataFrame, title: str = "Linear probe accuracy by layer", ax=None, ylabel: str = "test accuracy"
+):
+    """One line per task: a probe's test accuracy on each layer's mean-pooled output (`layer_probe`'s
+    frame), the interval ("test low" to "test high") as error bars; layer 0 is the embeddings' output."""
+    ax = ax or plt.subplots(figsize=(FIG_WIDTH, 4.2))[1]
+    groups = list(frame.groupby("task", sort=False))
+    for i, (task, part) in enumerate(groups):
+        part = part.sort_values("layer")
+        accuracy = part["test accuracy"].to_numpy()
+        error = [accuracy - part["test low"].to_numpy(), part["test high"].to_numpy() - accuracy]
+        shift = 0.06 * (i - (len(groups) - 1) / 2)  # side by side, so that the error bars do not overlap
+        color = COLORS[i % len(COLORS)]
+        ax.errorbar(part["layer"] + shift, accuracy, yerr=error, marker="o", capsize=3, color=color, label=task)
+    layers = sorted(int(x) for x in frame["layer"].unique())
+    ax.set_xticks(layers, ["embeddings" if x == 0 else str(x) for x in layers])
+    ax.set(title=title, xlabel="layer (0: the embedding layer's output)", ylabel=ylabel)
+    _percent(ax)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    return ax

@@ -166,6 +166,23 @@ def bars() -> pd.DataFrame:
     )
 
 
+def layers() -> pd.DataFrame:
+    rows = []
+    for task, start in (("sst2", 0.6), ("trec", 0.4)):
+        for layer in range(7):
+            accuracy = start + 0.04 * layer
+            rows.append(
+                {
+                    "task": task,
+                    "layer": layer,
+                    "test accuracy": accuracy,
+                    "test low": accuracy - 0.03,
+                    "test high": accuracy + 0.03,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 FIGURES = {
     "plot_arms": lambda: plots.plot_arms(arms(), title="Validation accuracy per arm"),
     "plot_effects": lambda: plots.plot_effects(comparisons()),
@@ -176,6 +193,7 @@ FIGURES = {
     "plot_lr_groups": lambda: plots.plot_lr_groups(history()),
     "plot_trainable": lambda: plots.plot_trainable(trainable()),
     "plot_heatmap": lambda: plots.plot_heatmap(*heatmap()),
+    "plot_accuracy_by_layer": lambda: plots.plot_accuracy_by_layer(layers()),
     "plot_bars": lambda: plots.plot_bars(bars(), ["CPU", "GPU"], "Seconds per epoch", "seconds", log=True),
 }
 
