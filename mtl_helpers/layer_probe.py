@@ -32,7 +32,9 @@ from .encoder import mean_pool
 from .errors import MTLError
 from .logreg import C_GRID, C_LIMITS, MAX_ITER, logistic_scorer, sweep_c
 from .model import ENCODER_INPUTS, MultiTaskModel
-from .stats import LEVEL
+from .evaluation import TaskEvaluation
+from .records import RunRecord
+from .stats import LEVEL, Comparison, compare
 from .tasks import TaskData
 
 INTERVAL = "95% Wilson score interval over the test rows"
@@ -134,7 +136,8 @@ def probe_layers(
         x = {s: scaler.transform(f[:, layer].numpy()) for s, f in features.items()}
         scorer = logistic_scorer(x["train"], labels["train"], x["validation"], labels["validation"], max_iter, seed)
         sweep = sweep_c(scorer, grid, limits)
-        correct = int((sweep.model.predict(x["test"]) == labels["test"]).sum())
+        hits = (sweep.model.predict(x["test"]) == labels["test"]).astype(np.int8)
+        correct = int(hits.sum())
         n = len(labels["test"])
         low, high = wilson_interval(correct, n)
         rows.append(
@@ -149,9 +152,10 @@ def probe_layers(
                 "test high": high,
                 "n_test": n,
                 "converged": bool(sweep.table.loc[sweep.chosen, "converged"]),
+                "test outcomes": hits,  # right (1) or wrong (0) per test row: layers are compared paired
             }
         )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=[*COLUMNS, "test outcomes"])
 
 
 def layer_probe(
@@ -206,3 +210,21 @@ def layer_probe(
 
 
 __all__ = ["COLUMNS", "INTERVAL", "layer_features", "layer_probe", "probe_layers", "wilson_interval"]
+
+
+def compare_layers(frame: pd.DataFrame, task: TaskData, a: int, b: int) -> Comparison:
+    """Layer `a`'s probe minus layer `b`'s on `task`'s test rows by the book's noise rule (one run per
+    arm: the paired bootstrap over the test rows, as for every deterministic method of the book)."""
+    records = []
+    for layer in (a, b):
+        match = frame[(frame["task"] == task.name) & (frame["layer"] == layer)]
+        if len(match) != 1:
+            raise MTLError(f"compare_layers: the frame has no single row for task {task.name!r}, layer {layer}.")
+        hits = match["test outcomes"].iloc[0]
+        result = TaskEvaluation(task.name, "test", "sentence", {"accuracy": float(hits.mean())}, hits, 0.0)
+        records.append(
+            RunRecord.from_outcomes(
+                f"layer-{layer}", "probe", 0, "probe", {task.name: task}, {"test": {task.name: result}}
+            )
+        )
+    return compare(records[:1], records[1:], split="test", names=(f"layer {a}", f"layer {b}"))

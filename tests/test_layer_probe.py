@@ -17,7 +17,14 @@ import torch  # noqa: E402
 from conftest import tiny_model  # noqa: E402
 from mtl_helpers import MTLError, MultiTaskModel, embed_texts, load_encoder  # noqa: E402
 from mtl_helpers.batches import make_collator  # noqa: E402
-from mtl_helpers.layer_probe import COLUMNS, INTERVAL, layer_features, layer_probe, wilson_interval  # noqa: E402
+from mtl_helpers.layer_probe import (  # noqa: E402
+    COLUMNS,
+    INTERVAL,
+    compare_layers,
+    layer_features,
+    layer_probe,
+    wilson_interval,
+)
 from mtl_helpers.plots import plot_accuracy_by_layer  # noqa: E402
 
 LAYERS = 3  # the tiny model's
@@ -35,11 +42,13 @@ def probed(trec, sst2, tokenizer):
 
 def test_one_row_per_layer_and_task_with_an_interval_around_the_accuracy(probed, trec, sst2):
     _, _, _, frame = probed
-    assert list(frame.columns) == COLUMNS and frame.attrs["interval"] == INTERVAL
+    assert list(frame.columns) == [*COLUMNS, "test outcomes"] and frame.attrs["interval"] == INTERVAL
     for task in (trec, sst2):
         part = frame[frame["task"] == task.name]
         assert part["layer"].tolist() == list(range(LAYERS + 1))
         assert (part["n_test"] == len(task.splits["test"])).all()
+        for _, row in part.iterrows():  # the outcomes are the accuracy's
+            assert len(row["test outcomes"]) == row["n_test"] and row["test outcomes"].mean() == row["test accuracy"]
     assert (frame["test low"] <= frame["test accuracy"]).all() and (frame["test accuracy"] <= frame["test high"]).all()
     assert frame["validation accuracy"].between(0, 1).all()
     assert frame["edge"].map(lambda e: e == "interior" or e.startswith("edge: ")).all()
@@ -104,3 +113,14 @@ def test_the_real_model_last_layer_matches_embed_texts(sst2):
     assert features.shape == (32, 7, 384)
     torch.testing.assert_close(features[:, -1], embed_texts(model, tokenizer, texts), atol=1e-5, rtol=0)
     assert not np.allclose(features[:, 0].numpy(), features[:, -1].numpy())
+
+
+def test_two_layers_are_compared_paired_on_the_test_rows(probed, trec):
+    _, _, _, frame = probed
+    c = compare_layers(frame, trec, LAYERS, 0)
+    rows = frame[frame["task"] == trec.name].set_index("layer")
+    assert c.effect == pytest.approx(rows.loc[LAYERS, "test accuracy"] - rows.loc[0, "test accuracy"])
+    assert c.low <= c.effect <= c.high and c.paired and c.examples == len(trec.splits["test"])
+    assert (c.a, c.b) == (f"layer {LAYERS}", "layer 0")
+    with pytest.raises(MTLError, match="no single row"):
+        compare_layers(frame, trec, LAYERS + 5, 0)
