@@ -412,3 +412,21 @@ def test_the_rate_figure_lists_each_adapter_group_beside_its_layer():
         "lora.layer.0",
         "embeddings",
     ]
+
+
+@pytest.mark.slow
+def test_lora_on_the_real_minilm_counts_and_merges(tokenizer):
+    from mtl_helpers import load_encoder
+
+    encoder, _ = load_encoder()
+    model = add_lora(MultiTaskModel(encoder, {"trec": SentenceHead(384, 6)}), rank=8, alpha=16)
+    adapters = sum(g.numel for g in layer_groups(model).values() if g.is_adapter)
+    assert adapters == 6 * 3 * 2 * 8 * 384  # six layers, query/key/value, A and B of rank 8
+    assert memory_facts(model)["trainable_params"] == adapters + 384 * 6 + 6
+    with torch.no_grad():
+        for module in model.encoder.modules():
+            if isinstance(module, LoraLayer):
+                nn.init.normal_(module.lora_B["default"].weight, std=0.02)
+        batch = tokenizer(["a short one", "and a slightly longer sentence"], padding=True, return_tensors="pt")
+        unmerged = model.eval()("trec", batch)
+        assert torch.allclose(merge_lora(model).eval()("trec", batch), unmerged, atol=1e-5, rtol=0)
