@@ -166,13 +166,15 @@ def add_task_adapters(
     runs the task's own adapter. All adapters stay trainable, so one Trainer's optimizer holds them
     all; a batch of task B runs B's adapter alone, so only B's adapter gets a gradient, and AdamW
     leaves the others untouched (fit(tasks=["b"]) moves neither A's adapter nor A's predictions).
-    Other settings as in `add_lora` (scope, layers, dropout, target_modules, seed)."""
+    Other settings as in `add_lora` (scope, layers, dropout, target_modules); the i-th task's adapter
+    is drawn from `seed + i`, so the adapters do not start alike."""
     tasks = list(model.heads) if tasks is None else list(tasks)
     unknown = [t for t in tasks if t not in model.heads]
     if unknown or not tasks:
         raise MTLError(f"add_task_adapters(tasks={tasks!r}): name some of the model's tasks {list(model.heads)}.")
-    for task in tasks:
-        add_lora(model, rank, alpha, adapter_name=task, **lora)
+    seed = lora.pop("seed", 0)
+    for i, task in enumerate(tasks):
+        add_lora(model, rank, alpha, adapter_name=task, seed=None if seed is None else seed + i, **lora)
     model.task_adapters = {**model.task_adapters, **{t: t for t in tasks}}
     model.use_task_adapter(tasks[0])
     return model

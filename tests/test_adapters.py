@@ -155,6 +155,9 @@ def test_adapter_groups_freeze_unfreeze_and_have_aliases():
     aliases = group_aliases(model)
     assert aliases["adapters"] == ["lora.trec.layer.0", "lora.sst2.layer.0", "lora.trec.layer.1", "lora.sst2.layer.1"]
     assert aliases["lora.trec"] == ["lora.trec.layer.0", "lora.trec.layer.1"]
+    first_a = {n.replace(".trec.", "."): p for n, p in model.named_parameters() if ".lora_A.trec." in n}
+    second_a = {n.replace(".sst2.", "."): p for n, p in model.named_parameters() if ".lora_A.sst2." in n}
+    assert first_a.keys() == second_a.keys() and not any(torch.equal(first_a[n], second_a[n]) for n in first_a)
     assert freeze(model, "lora.trec") == aliases["lora.trec"]
     assert trainable_summary(model).loc["lora.trec.layer.1", "state"] == "frozen"
     assert trainable_summary(model).loc["lora.sst2.layer.1", "state"] == "trainable"
