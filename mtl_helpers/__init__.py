@@ -2,13 +2,14 @@
 
 The modules, bottom to top: the data (`tasks` the registry, `leakage` shared text between splits,
 `splits` forming them, `loading` reading them), batches and the model (`batches`, `encoder`,
-`model`, `groups`, `optim`, `layer_cache`), training (`config`, `train`, `callbacks`, `evaluation`,
-`features`, `distill`), runs and their records (`records`, `jsonio`, `locations`, `fetch`, `glue`,
-`stats`), and the book's experiments (`runs`: an arm over seeds; `recipes`: named ways to train; `arms`: the
-shared arms the chapters reuse; `sweeps`: grids that extend past their edges; `verdicts`: decided on test,
-with their scale; `shift`: how far an out-of-distribution set is; `baselines`: TF-IDF + logistic
-regression, without pretraining; `layer_probe`: a linear probe on every layer; `logreg`: the choice of C
-both share).
+`model`, `groups`, `training_modes`, `optim`, `layer_cache`), training (`config`, `train`, `callbacks`,
+`evaluation`, `features`, `distill`), adapters (`adapters`: LoRA through peft and BitFit;
+`adapter_layout`: where peft puts them; `footprint`: what an arm costs in memory), runs and their
+records (`records`, `jsonio`, `locations`, `fetch`, `glue`, `stats`), and the book's experiments
+(`runs`: an arm over seeds; `recipes`: named ways to train; `arms`: the shared arms the chapters reuse;
+`sweeps`: grids that extend past their edges; `verdicts`: decided on test, with their scale; `shift`:
+how far an out-of-distribution set is; `baselines`: TF-IDF + logistic regression, without pretraining;
+`layer_probe`: a linear probe on every layer; `logreg`: the choice of C both share).
 """
 
 __version__ = "0.3.0"  # the one place the version is written (pyproject.toml reads it)
@@ -52,14 +53,10 @@ from .recipes import Recipe, run_recipe, train_recipe  # noqa: E402
 from .features import FeatureCache, embed_rows, embed_texts  # noqa: E402
 from .layer_cache import LayerCache  # noqa: E402
 from .audit import assert_frozen_unchanged, changed_groups, snapshot  # noqa: E402
-from .groups import (  # noqa: E402
-    freeze,
-    layer_groups,
-    top_groups,
-    train_only,
-    trainable_summary,
-    unfreeze,
-)
+from .adapters import add_lora, add_task_adapters, bitfit, lora_targets, merge_lora, use_adapter  # noqa: E402
+from .footprint import memory_facts, memory_table  # noqa: E402
+from .groups import freeze, layer_groups, top_groups, train_only, unfreeze  # noqa: E402
+from .training_modes import trainable_summary  # noqa: E402
 from .model import MultiTaskModel, SentenceHead, TokenHead  # noqa: E402
 from .optim import (  # noqa: E402
     DEFAULT_FACTOR,

@@ -1,5 +1,5 @@
-"""One partition of a multi-task model into layer groups, and everything that reads it: freezing,
-which dropout runs in training, summaries, and audits of what moved.
+"""One partition of a multi-task model into layer groups, and freezing by group (which dropout runs
+in training, and the per-group summary, are in `mtl_helpers.training_modes`).
 
 Every group has a role and a depth, bottom to top:
 
@@ -8,6 +8,13 @@ Every group has a role and a depth, bottom to top:
 `extras` holds the encoder's parameters that come after its transformer blocks (a final
 LayerNorm, relative position embeddings); they sit at the top layer's depth, so rates, gradual
 unfreezing and top-k training all treat them like the top layer.
+
+An encoder wrapped by `peft` (`mtl_helpers.adapters`) keeps these groups for its pretrained weights
+(under their longer names, `...query.base_layer.weight`), and each adapter's parameters form groups
+of their own, one per place: role "adapter", at the depth of the group they sit in, named
+"lora.layer.3" (peft's default adapter) or "lora.trec.layer.3" (an adapter named "trec"), each right
+after its base group. So the adapter in layer i gets layer i's rate, and is frozen, unfrozen and
+audited like any group.
 """
 
 from __future__ import annotations
@@ -15,13 +22,13 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
-import pandas as pd
 from torch import nn
 
+from .adapter_layout import adapter_alias, adapter_group_name, adapter_parameters
 from .errors import MTLError, UnknownGroupError, UnsupportedEncoderError
 
 LAYER_COUNT_FIELDS = ("num_hidden_layers", "n_layers", "num_layers", "n_layer")
-ROLES = ("embeddings", "layer", "extras", "head")
+ROLES = ("embeddings", "layer", "extras", "adapter", "head")
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,10 @@ class LayerGroup:
     @property
     def is_head(self) -> bool:
         return self.role == "head"
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.role == "adapter"
 
 
 def transformer_blocks(encoder: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -111,6 +122,12 @@ class _Partition:
 _PARTITIONS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, _Partition]] = weakref.WeakKeyDictionary()
 
 
+def partition(model: nn.Module) -> _Partition:
+    """The model's groups with the layout they were found from: parameters per group (`buckets`, with
+    every base group, empty ones included), the block list's path (`list_path`) and `n_layers`."""
+    return _partition(model)
+
+
 def _parameter_key(model: nn.Module) -> tuple:
     return tuple((name, id(param)) for name, param in model.named_parameters())
 
@@ -127,31 +144,44 @@ def _partition(model: nn.Module) -> _Partition:
 
 
 def _compute_partition(model: nn.Module) -> _Partition:
-    """Parameter names per group (embeddings, layer.i, extras, head.<task>), the block list's path, N."""
+    """Parameter names per group (embeddings, layer.i, extras, adapter groups, head.<task>), the block
+    list's path, N."""
     encoder = model.encoder
     list_path, blocks = transformer_blocks(encoder)
+    adapters = adapter_parameters(encoder)
     buckets: dict[str, list[tuple[str, nn.Parameter]]] = {"embeddings": []}
     buckets.update({f"layer.{i}": [] for i in range(len(blocks))})
     buckets["extras"] = []
+    attached: dict[str, dict[str, list[tuple[str, nn.Parameter]]]] = {}  # base group -> adapter groups
+    roles: dict[str, tuple[str, int]] = {}
     seen_layers = False
     for name, param in encoder.named_parameters():
         if name.startswith(list_path + "."):
-            index = name[len(list_path) + 1 :].split(".")[0]
-            buckets[f"layer.{index}"].append((f"encoder.{name}", param))
+            base = f"layer.{name[len(list_path) + 1 :].split('.')[0]}"
             seen_layers = True
         else:  # parameter order follows registration: what precedes the blocks embeds the input
-            buckets["extras" if seen_layers else "embeddings"].append((f"encoder.{name}", param))
+            base = "extras" if seen_layers else "embeddings"
+        if name in adapters:
+            group = adapter_group_name(*adapters[name], base)
+            attached.setdefault(base, {}).setdefault(group, []).append((f"encoder.{name}", param))
+            roles[group] = ("adapter", _role_and_depth(base, len(blocks))[1])
+        else:
+            buckets[base].append((f"encoder.{name}", param))
     if not buckets["embeddings"]:
         raise UnsupportedEncoderError(
             f"{type(encoder).__name__} has no parameters before its first transformer layer, so no "
             "embeddings group could be formed."
         )
+    # each adapter group right after the group it sits in: the bottom-to-top order holds
+    buckets = {
+        name: params for base in buckets for name, params in [(base, buckets[base]), *attached.get(base, {}).items()]
+    }
     for task, head in model.heads.items():
         buckets[f"head.{task}"] = [(f"heads.{task}.{n}", p) for n, p in head.named_parameters()]
     groups = {}
     for name, params in buckets.items():
         if params:
-            role, depth = _role_and_depth(name, len(blocks))
+            role, depth = roles.get(name) or _role_and_depth(name, len(blocks))
             groups[name] = LayerGroup(name, role, depth, tuple(params), _owner(model, [n for n, _ in params]))
     return _Partition(buckets, list_path, len(blocks), groups)
 
@@ -177,14 +207,25 @@ def backbone_depths(model: nn.Module) -> int:
 
 
 def group_aliases(model: nn.Module) -> dict[str, list[str]]:
-    """Names that stand for several groups: backbone, layers, heads, all."""
+    """Names that stand for several groups: backbone (everything but the heads, adapters included),
+    layers, heads, all; with adapters also "adapters" (every adapter group) and one name per adapter
+    ("lora.default", "lora.trec")."""
     groups = layer_groups(model)
-    return {
+    aliases = {
         "backbone": [n for n, g in groups.items() if not g.is_head],
         "layers": [n for n, g in groups.items() if g.role in ("layer", "extras")],
         "heads": [n for n, g in groups.items() if g.is_head],
         "all": list(groups),
     }
+    adapters = adapter_parameters(model.encoder)
+    if adapters:
+        prefix = len("encoder.")
+        aliases["adapters"] = [n for n, g in groups.items() if g.is_adapter]
+        for name, group in groups.items():
+            if group.is_adapter:
+                alias = adapter_alias(*adapters[group.params[0][0][prefix:]])
+                aliases.setdefault(alias, []).append(name)
+    return aliases
 
 
 def resolve_groups(model: nn.Module, *names: str) -> list[str]:
@@ -261,97 +302,3 @@ def check_tasks_can_learn(model: nn.Module, tasks: list[str]) -> None:
         f"or a backbone group (trainer.unfreeze('head.{stuck[0]}'), or e.g. "
         "trainer.unfreeze('layer.0'))."
     )
-
-
-# ---------------------------------------------------------------- dropout in frozen parts
-
-
-def _dropout_groups(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """Each dropout module of the encoder with the group whose computation it belongs to.
-
-    A dropout inside a module whose parameters all belong to one group belongs to that group. A
-    dropout whose nearest parameter-holding ancestor spans several groups (a stack-level dropout,
-    or embeddings spread over several modules) belongs to the embeddings if it is registered
-    before the transformer blocks, else to the top of the stack (extras, or the top layer).
-    """
-    partition = _partition(model)
-    buckets, list_path, n_layers = partition.buckets, partition.list_path, partition.n_layers
-    group_of = {id(p): name for name, params in buckets.items() for _, p in params}
-    top = "extras" if buckets["extras"] else f"layer.{n_layers - 1}"
-    out = []
-    seen_blocks = False
-    for name, module in model.encoder.named_modules():
-        if name == list_path:
-            seen_blocks = True
-        if not isinstance(module, nn.Dropout):
-            continue
-        path = name.split(".")
-        owner = None
-        for cut in range(len(path) - 1, -1, -1):
-            ancestor = model.encoder.get_submodule(".".join(path[:cut])) if cut else model.encoder
-            names = {group_of[id(p)] for p in ancestor.parameters() if id(p) in group_of}
-            if names:
-                owner = names.pop() if len(names) == 1 else None
-                break
-        if owner is None:
-            inside_blocks = name.startswith(list_path + ".")
-            if inside_blocks:
-                owner = f"layer.{name[len(list_path) + 1 :].split('.')[0]}"
-            else:
-                owner = top if seen_blocks else "embeddings"
-        out.append((module, owner))
-    return out
-
-
-def frozen_modules(model: nn.Module) -> list[nn.Module]:
-    """Modules that run in eval mode during training: every encoder module whose parameters are all
-    frozen (this covers dropout applied inside a module's own forward), and every dropout module of
-    a frozen group, wherever it is registered."""
-    frozen = {n for n, g in layer_groups(model).items() if not g.trainable}
-    modules = []
-    for module in [*model.encoder.modules(), *model.heads.modules()]:
-        params = list(module.parameters())
-        if params and not any(p.requires_grad for p in params):
-            modules.append(module)
-    modules += [m for m, group in _dropout_groups(model) if group in frozen]
-    return modules
-
-
-def dropout_in_training(model: nn.Module) -> dict[str, str]:
-    """Per group, whether its dropout is active in training: "on", "off", or "none" (no dropout module)."""
-    off: set[int] = set()
-    if not getattr(model, "dropout_in_frozen", False):
-        for module in frozen_modules(model):
-            off.update(id(m) for m in module.modules())
-    state: dict[str, set[bool]] = {}
-    for module, group in _dropout_groups(model):
-        state.setdefault(group, set()).add(id(module) not in off and module.p > 0)
-    for name, group in layer_groups(model).items():
-        if group.is_head:
-            head = model.heads[name[len("head.") :]]
-            state[name] = {id(m) not in off and m.p > 0 for m in head.modules() if isinstance(m, nn.Dropout)}
-    out = {}
-    for name in layer_groups(model):
-        flags = state.get(name, set())
-        out[name] = "none" if not flags else "on" if all(flags) else "off" if not any(flags) else "partly on"
-    return out
-
-
-def trainable_summary(model: nn.Module) -> pd.DataFrame:
-    """One row per group: role, depth, parameters, trainable parameters, state, and dropout in training."""
-    dropout = dropout_in_training(model)
-    rows = []
-    for group in layer_groups(model).values():
-        state = "trainable" if group.trainable == group.numel else "frozen" if group.trainable == 0 else "partial"
-        rows.append(
-            {
-                "group": group.name,
-                "role": group.role,
-                "depth": group.depth,
-                "parameters": group.numel,
-                "trainable": group.trainable,
-                "state": state,
-                "dropout in training": dropout[group.name],
-            }
-        )
-    return pd.DataFrame(rows).set_index("group")

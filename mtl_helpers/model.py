@@ -10,10 +10,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .adapter_layout import activate_adapter, unwrapped
 from .encoder import mean_pool
 from .errors import MTLError
-from .groups import frozen_modules
 from .layer_cache import upper_states
+from .training_modes import set_training_modes
 
 if TYPE_CHECKING:
     from .tasks import TaskData
@@ -46,7 +47,18 @@ class TokenHead(SentenceHead):
 
 
 class MultiTaskModel(nn.Module):
-    """A shared encoder whose mean-pooled output feeds one head per task; `model(task, batch)`."""
+    """A shared encoder whose mean-pooled output feeds one head per task; `model(task, batch)`.
+
+    The encoder may be wrapped by `peft` (`mtl_helpers.adapters.add_lora`). With per-task adapters,
+    `task_adapters` maps each task to its adapter's name, and `model(task, batch)` runs that adapter
+    (`embed` and `token_states`, which know no task, run whichever adapter is active).
+
+    Dropout in training: a frozen part is a fixed feature extractor, so it runs in eval mode
+    (`train()` below; `training_modes.frozen_modules` says which). Under LoRA the pretrained weights are all
+    frozen, so the whole transformer computes without dropout even while activations flow through it
+    into trainable adapters; LoRA's own dropout (on the adapter's input) is the adapter's
+    hyperparameter (`add_lora(dropout=...)`, default 0) and runs while the adapter trains.
+    """
 
     def __init__(
         self,
@@ -58,9 +70,10 @@ class MultiTaskModel(nn.Module):
         if not heads:
             raise MTLError("MultiTaskModel needs at least one head, e.g. {'trec': SentenceHead(384, 6)}.")
         # Mean pooling replaces BERT's pooler; left in place, its weights would never get a
-        # gradient and would blur the trainable-parameter counts.
-        if getattr(encoder, "pooler", None) is not None:
-            encoder.pooler = None
+        # gradient and would blur the trainable-parameter counts. (Inside a peft wrapper: the
+        # wrapped model's pooler.)
+        if getattr(unwrapped(encoder), "pooler", None) is not None:
+            unwrapped(encoder).pooler = None
         heads = dict(heads)
         owners: dict[int, str] = {}
         for task, head in heads.items():
@@ -83,7 +96,8 @@ class MultiTaskModel(nn.Module):
         # Off by default: a frozen part is a fixed feature extractor, so its output must not
         # depend on train/eval mode (this is also what makes cached features exact).
         self.dropout_in_frozen = dropout_in_frozen
-        accepted = inspect.signature(encoder.forward).parameters
+        self.task_adapters: dict[str, str] = {}  # task -> adapter name, with one adapter per task
+        accepted = inspect.signature(unwrapped(encoder).forward).parameters  # a peft wrapper takes **kwargs
         self._encoder_inputs = tuple(k for k in ENCODER_INPUTS if k in accepted)
 
     @classmethod
@@ -132,16 +146,26 @@ class MultiTaskModel(nn.Module):
         head = self.head(task)
         if "features" in batch:  # cached sentence embeddings: the backbone is skipped
             return head(batch["features"])
+        if self.task_adapters:
+            self.use_task_adapter(task)
         states = self.token_states(batch)
         if head.level == "token":
             return head(states)
         return head(mean_pool(states, batch["attention_mask"]))
 
+    def use_task_adapter(self, task: str) -> None:
+        """Run task `task`'s adapter in the encoder from now on (`forward` calls this itself)."""
+        if task not in self.task_adapters:
+            raise MTLError(
+                f"The model has one adapter per task, but none for {task!r} (adapters: {self.task_adapters}); "
+                "add one with mtl_helpers.adapters.add_task_adapters."
+            )
+        activate_adapter(self.encoder, self.task_adapters[task])
+
     def train(self, mode: bool = True) -> "MultiTaskModel":
         super().train(mode)
         if mode and not self.dropout_in_frozen:
-            for module in frozen_modules(self):
-                module.eval()
+            set_training_modes(self)
         return self
 
 

@@ -7,6 +7,7 @@ down. The chapters' own matplotlib figures get the same defaults, as long as the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -218,14 +219,21 @@ def plot_learning_curves(history: History, metric: str = "accuracy", title: str 
     return ax
 
 
+# "lora." or "lora.<adapter>." before the group an adapter sits in (mtl_helpers.groups)
+_ADAPTER_PREFIX = re.compile(r"^[a-z0-9]+\.(?:[^.]+\.)?(?=layer\.\d+$|embeddings$|extras$)")
+
+
 def _top_down(name) -> tuple:
-    """Sort key of a layer group's name: heads, extras, the layers from the top, the embeddings."""
+    """Sort key of a layer group's name: heads, extras, the layers from the top, the embeddings; an
+    adapter's group ("lora.layer.3", "lora.trec.layer.3") right after the group it sits in."""
     name = str(name)
     if name.startswith("head."):
-        return (0, 0, name)
-    if name.startswith("layer.") and name[6:].isdigit():
-        return (2, -int(name[6:]), name)
-    return (1 if name == "extras" else 3, 0, name)
+        return (0, 0, 0, name)
+    base = _ADAPTER_PREFIX.sub("", name)
+    adapter = int(base != name)
+    if base.startswith("layer.") and base[6:].isdigit():
+        return (2, -int(base[6:]), adapter, name)
+    return (1 if base == "extras" else 3, 0, adapter, name)
 
 
 def plot_lr_groups(history: History, title: str = "Learning rate per layer group", ax=None):

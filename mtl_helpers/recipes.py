@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from transformers import AutoModel
 
+from .adapters import add_lora, add_task_adapters, bitfit, check_lora_settings
 from .callbacks import GradualUnfreezing, History, ulmfit_stages
 from .tasks import TaskData, same_labels
 from .encoder import DEFAULT_MODEL_ID, book_precision, load_encoder, pick_device, truncate_encoder
@@ -35,7 +36,14 @@ class Recipe:
     """What is trained, at which rates, for how long. `train` names the groups trainable from the
     start ("all", "heads", "layer.5", ...); `lp_epochs` > 0 trains the heads alone first (LP-FT);
     `gradual` = number of ULMFiT stages (heads, then the backbone from the top in chunks), which
-    share `epochs` equally, each a new slanted cycle with the top rate scaled by `stage_scales`."""
+    share `epochs` equally, each a new slanted cycle with the top rate scaled by `stage_scales`.
+
+    `adapter` freezes every pretrained weight and trains an addition besides the heads (which `train`
+    must then name alone): "lora" (rank `lora_rank`, default 8; `lora_alpha`, default 16; `lora_scope`
+    "attention" (default) or "all-linear"; `lora_layers`: only the top k layers; `lora_dropout`,
+    default 0.0; `lora_per_task`: one adapter per task), or "bitfit" (the encoder's biases). The
+    adapters learn at the backbone's rates by depth (`backbone_lr`, `factor`). Unset, these fields
+    stay out of `spec`, so the fingerprints of runs stored before they existed do not change."""
 
     train: tuple[str, ...] = ("all",)
     head_lr: float = 1e-3
@@ -55,6 +63,13 @@ class Recipe:
     n_layers: int | None = None
     pretrained: bool = True
     extra: tuple[tuple[str, object], ...] = field(default_factory=tuple)
+    adapter: str | None = None
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_scope: str | None = None
+    lora_layers: int | None = None
+    lora_dropout: float | None = None
+    lora_per_task: bool = False
 
     def __post_init__(self) -> None:
         """Refuse schedules of what trains when that contradict each other, before any training."""
@@ -85,6 +100,44 @@ class Recipe:
                 "needs one rate scale per gradual-unfreezing stage; give gradual scales, or "
                 "stage_scales=None."
             )
+        self._check_adapter()
+
+    def _check_adapter(self) -> None:
+        """Refuse adapter settings that contradict each other; fill LoRA's defaults, so that the spec
+        names the values the run used."""
+        lora = {f: getattr(self, f) for f in ADAPTER_FIELDS if f.startswith("lora_") and _is_set(getattr(self, f))}
+        if self.adapter not in (None, "lora", "bitfit"):
+            raise MTLError(f"Recipe(adapter={self.adapter!r}): adapter is None, 'lora' or 'bitfit'.")
+        if lora and self.adapter != "lora":
+            settings = ", ".join(f"{k}={v!r}" for k, v in lora.items())
+            raise MTLError(
+                f"Recipe({settings}, adapter={self.adapter!r}): LoRA settings need adapter='lora'; set it, "
+                "or leave the lora_* fields unset."
+            )
+        if self.adapter is None:
+            return
+        if tuple(self.train) != ("heads",):
+            raise MTLError(
+                f"Recipe(adapter={self.adapter!r}, train={self.train!r}): an adapter run freezes every "
+                "pretrained weight and trains the adapter besides the heads, so train must be ('heads',)."
+            )
+        for name, value, why in (
+            ("lp_epochs", self.lp_epochs, "the heads and the adapter train together from the start"),
+            ("gradual", self.gradual, "gradual unfreezing would unfreeze pretrained layers"),
+            ("cache_features", self.cache_features, "the encoder's output changes as the adapter trains"),
+        ):
+            if value:
+                raise MTLError(f"Recipe(adapter={self.adapter!r}, {name}={value!r}): not with an adapter, as {why}.")
+        if self.adapter == "lora":
+            for name, default in (
+                ("lora_rank", 8),
+                ("lora_alpha", 16),
+                ("lora_scope", "attention"),
+                ("lora_dropout", 0.0),
+            ):
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, default)
+            check_lora_settings(self.lora_rank, self.lora_alpha, self.lora_scope, self.lora_layers, self.lora_dropout)
 
     def with_(self, **changes) -> "Recipe":
         return replace(self, **changes)
@@ -94,12 +147,30 @@ class Recipe:
         recipe = asdict(self)
         if not self.cache_frozen_layers:  # named only when on: earlier recipes keep their specs and stored runs
             del recipe["cache_frozen_layers"]
+        for name in ADAPTER_FIELDS:  # only when set: the runs stored before these fields keep their fingerprints
+            if not _is_set(recipe[name]):
+                del recipe[name]
         return {
             "recipe": recipe,
             "tasks": {t.name: t.sizes() for t in tasks},
             "task_order": [t.name for t in tasks],
             "ood": [(head, t.name, t.sizes().get("test")) for head, t in ood],
         }
+
+
+ADAPTER_FIELDS = (
+    "adapter",
+    "lora_rank",
+    "lora_alpha",
+    "lora_scope",
+    "lora_layers",
+    "lora_dropout",
+    "lora_per_task",
+)
+
+
+def _is_set(value: object) -> bool:
+    return value is not None and value is not False
 
 
 @functools.lru_cache(maxsize=2)
@@ -124,11 +195,20 @@ def fresh_encoder(recipe: Recipe, seed: int):
 
 
 def build_trainer(recipe: Recipe, tasks: Sequence[TaskData], seed: int, profile: Profile, **config) -> Trainer:
-    """The model (fresh backbone, heads from `seed`) and its trainer, with `recipe.train` trainable."""
+    """The model (fresh backbone, heads from `seed`) and its trainer, with `recipe.train` trainable, and
+    the recipe's adapter (its weights drawn from `seed`)."""
     encoder, tokenizer = fresh_encoder(recipe, seed)
     model = MultiTaskModel.for_tasks(encoder, tasks, seed=seed)
     first = ("heads",) if (recipe.lp_epochs or recipe.gradual) else recipe.train
     train_only(model, *first)
+    if recipe.adapter == "lora":
+        lora = dict(scope=recipe.lora_scope, layers=recipe.lora_layers, dropout=recipe.lora_dropout, seed=seed)
+        if recipe.lora_per_task:
+            add_task_adapters(model, recipe.lora_rank, recipe.lora_alpha, **lora)
+        else:
+            add_lora(model, recipe.lora_rank, recipe.lora_alpha, **lora)
+    elif recipe.adapter == "bitfit":
+        bitfit(model)
     settings = dict(
         epochs=recipe.epochs,
         batch_size=recipe.batch_size,
