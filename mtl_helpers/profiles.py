@@ -88,7 +88,7 @@ PROFILES = {
         seeds=5,
         max_train=250,
         max_eval=150,
-        epochs=2,
+        epochs=4,  # 2 x ceil(250 / 16) x 4 = 128 optimizer steps: a verdict needs 100 or more
         batch_size=16,
         eval_batch_size=128,
         sweep_train=100,

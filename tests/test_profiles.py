@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from mtl_helpers import PROFILES, get_profile
 from mtl_helpers.params import ParameterError
 from mtl_helpers.profiles import ROW_SIZES, STRUCTURE_SIZES
+from mtl_helpers.verdicts import MIN_STEPS
 
 
 @pytest.fixture
@@ -154,3 +156,10 @@ def test_the_gpu_and_full_profiles_share_their_structure_so_gpu_structure_covers
         assert getattr(gpu, field) == getattr(full, field), field
     assert {k: v for k, v in full.sizes.items() if k != "curve"} == {k: v for k, v in gpu.sizes.items() if k != "curve"}
     assert set(full.size("curve")) == set(gpu.size("curve"))
+
+
+def test_the_cpu_standard_runs_take_enough_steps_for_a_verdict():
+    # a full fine-tuning run of both tasks at the cpu profile's size takes at least MIN_STEPS optimizer steps
+    cpu = PROFILES["cpu"]
+    steps = 2 * math.ceil(cpu.max_train / cpu.batch_size) * cpu.epochs
+    assert steps >= MIN_STEPS
