@@ -664,7 +664,7 @@ def suite_time_markdown(report: dict) -> str:
         rows.append(
             [
                 name,
-                p.get("timed") or ("not measured" if skipped else "n/a"),
+                p.get("timed") or ("not measured" if skipped else "reads the times files" if name == "book" else "n/a"),
                 num(p.get("steps"), 0) if p else "n/a",
                 num(p.get("rows"), 0) if p else "n/a",
                 p.get("processes", "n/a"),
@@ -837,9 +837,9 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
     if sweep:
         parts.append(
             "# Trainable top layers\n\n`train_only(model, *top_groups(model, k), 'heads')`; k=0 is heads only with the "
-            "backbone recomputed. "
+            "backbone recomputed."
             + (
-                "k=0 and k=2 are the scenarios above (heads only, top 2 layers); the other k are timed alike.\n\n"
+                " k=0 and k=2 are the scenarios above (heads only, top 2 layers); the other k are timed alike.\n\n"
                 if m.get("section_seconds")
                 else "\n\n"
             )
