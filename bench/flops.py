@@ -16,10 +16,10 @@ backbone is frozen, only the heads get a backward.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch.utils import benchmark
+
+from .machine import cpu_flags, native_bf16
 
 
 def layer_forward_flops_per_token(hidden: int, intermediate: int, seq_len: float) -> float:
@@ -64,11 +64,7 @@ def forward_flops(config, batch_size: int, padded_len: float) -> float:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere torch emulates it, slowly
     (a bf16 product at n = 2048 ran for minutes on an AVX2-only machine), so the suite skips it there."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    return native_bf16(cpu_flags())
 
 
 def _timed_matmul(a: torch.Tensor, b: torch.Tensor, min_run_time: float = 0.2) -> float:

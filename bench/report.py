@@ -304,7 +304,7 @@ def _save(fig, folder: Path, name: str, caption: str) -> tuple[str, str]:
 
 
 def figures(report: dict, folder: Path) -> list[tuple[str, str]]:
-    """Up to three PNG figures in `folder`; returns (file name, alt text)."""
+    """Up to four PNG figures in `folder`; returns (file name, alt text)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -355,6 +355,15 @@ def figures(report: dict, folder: Path) -> list[tuple[str, str]]:
         ax.set_xlabel("padding of each batch")
         ax.set_title("Dynamic padding and length buckets against fixed 128 tokens")
         out.append(_save(fig, folder, "bench_padding.png", "Throughput per padding mode"))
+    per = _get(report, "book", "cpu", "per_notebook") or {}
+    if per:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        names = [f"{chapter_of(n)}. {n.split('_', 1)[-1].removesuffix('.ipynb').replace('_', ' ')}" for n in per]
+        ax.barh(names, [v / 60 for v in per.values()], color="tab:purple")
+        ax.invert_yaxis()
+        ax.set_xlabel("minutes (cpu profile)")
+        ax.set_title(f"Where the book's {sum(per.values()) / 60:.0f} minutes go, per chapter")
+        out.append(_save(fig, folder, "bench_book_minutes.png", "Minutes per chapter of the book"))
     return out
 
 
@@ -401,18 +410,19 @@ def gpu_markdown(report: dict) -> tuple[str, str]:
     if gm.get("mode") == "quick":
         device += " **Quick mode: a tiny random model on tiny data.**"
     if gm.get("bf16_skipped"):
-        device += f" bf16: {gm['bf16_skipped']}."
+        device += f" bf16: {code_flags(gm['bf16_skipped'])}."
     if gm.get("carried"):
         device += f" (This section was {code_flags(gm['carried'])}.)"
     bs = gm.get("batch_sizes") or []
+    precisions = list(dict.fromkeys(r["precision"] for r in gpu.get("rows", []))) or ["fp32", "bf16"]
+    autocast = " (autocast: `TrainConfig(precision='bf16')`, Hugging Face `bf16=True`)" if "bf16" in precisions else ""
     intro = (
         f"{device}\n\nThe same work in both loops: full fine-tuning of {gm.get('model')} on "
         f"{num(gm.get('n_train'), 0)} SST-2 training "
         "sentences, one epoch, dynamic padding in length buckets (Hugging Face: "
         "`train_sampling_strategy='group_by_length'`), "
-        f"fused AdamW, clipping 1.0, no evaluation or checkpoints, at batch {' and '.join(map(str, bs))}, fp32 and "
-        "bf16 "
-        "(autocast: `TrainConfig(precision='bf16')`, Hugging Face `bf16=True`). Examples/s count the steps after "
+        f"fused AdamW, clipping 1.0, no evaluation or checkpoints, at batch {' and '.join(map(str, bs))}, "
+        f"{' and '.join(precisions)}{autocast}. Examples/s count the steps after "
         f"{gm.get('warmup_steps')} "
         "warm-up step(s); the device is synchronised only at the end of the warm-up and of the epoch, so the steps "
         "between run as in "
@@ -511,7 +521,7 @@ def gpu_markdown(report: dict) -> tuple[str, str]:
     if sizes:
         out.append(
             "# Evaluation batch size on the GPU device\n\n`trainer.evaluate_outcomes` on the training sentences "
-            "(bf16), "
+            f"({_get(gpu, 'mfu', 'precision') or 'bf16'}), "
             "the package's own scoring time:\n\n"
             + _table(
                 ["eval batch size", "examples/s", "seconds"],
@@ -575,6 +585,121 @@ def gpu_markdown(report: dict) -> tuple[str, str]:
     return out[0], "\n\n".join(out[1:])
 
 
+def yes_no(value) -> str:
+    return "n/a" if value is None else ("yes" if value else "no")
+
+
+def machine_text(m: dict) -> str:
+    """The CPU a figure came from, and when: model name, logical CPUs, the flags that decide its speed (AVX2,
+    and native bf16: AVX512-BF16 or AMX), torch, the date. Reports written before the flags were recorded say so."""
+    flags = m.get("cpu_flags")
+    if flags:
+        native = "native bf16" if any(flags.get(f) for f in ("avx512_bf16", "amx_bf16")) else "no native bf16"
+        if all(flags.get(f) is None for f in ("avx2", "avx512_bf16", "amx_bf16")):
+            native = "no /proc/cpuinfo"
+        flag_text = (
+            ", ".join(f"`{name}` {yes_no(flags.get(name))}" for name in ("avx2", "avx512_bf16", "amx_bf16"))
+            + f": {native}"
+        )
+    else:
+        flag_text = "CPU flags not recorded"
+    return (
+        f"{m.get('cpu_model') or 'an unnamed CPU'} ({m.get('logical_cpus') or 'n/a'} logical CPUs; {flag_text}), "
+        f"torch {m.get('torch') or 'n/a'}, {m.get('date_utc') or 'date not recorded'} UTC"
+    )
+
+
+def chapter_of(notebook: str) -> str:
+    """'04_one_head_frozen.ipynb' -> '4'."""
+    head = notebook.split("_", 1)[0]
+    return str(int(head)) if head.isdigit() else ""
+
+
+def book_minutes_markdown(report: dict) -> str:
+    """Where the book's minutes go: minutes per chapter in the cpu profile (results/cpu/notebook_times.json,
+    written by `make notebooks`), with the total and the machine the times came from when the file records it."""
+    book = _get(report, "book", "cpu") or {}
+    per = book.get("per_notebook") or {}
+    head = "# Where the book's minutes go\n\n"
+    if not per:
+        return (
+            head + "No per-chapter times in this report: `make notebooks` writes them to "
+            "`results/cpu/notebook_times.json`, and the next `make bench` reads them."
+        )
+    total = book.get("total_seconds") or sum(per.values())
+    longest = max(per.values()) or 1
+    machine = book.get("machine")
+    where = f"measured on {machine_text(machine)}" if machine else "machine not recorded"
+    rows = [
+        [
+            chapter_of(name),
+            f"`{name}`",
+            f"{seconds / 60:.1f}",
+            pct(seconds / total, 0) if total else "n/a",
+            "█" * max(1, round(24 * seconds / longest)),
+        ]
+        for name, seconds in per.items()
+    ]
+    rows.append(["", "total", f"{total / 60:.1f}", "100%", ""])
+    return (
+        head + f"Each chapter's notebook executed once in the cpu profile (`make notebooks`), in book order, "
+        f"minutes of wall time. Times from {code_flags(book.get('source', ''))}; {where}.\n\n"
+        + _table(["chapter", "notebook", "minutes", "share", "bar"], rows)
+    )
+
+
+def suite_time_markdown(report: dict) -> str:
+    """The suite's own wall time per section against the plan's estimate, and the total against its budget."""
+    m = report.get("meta", {})
+    seconds = m.get("section_seconds") or {}
+    if not seconds:
+        return ""
+    plan = m.get("plan") or {}
+    planned = plan.get("sections") or {}
+    model = plan.get("cost_model") or {}
+    rows = []
+    for name, wall in seconds.items():
+        p = planned.get(name) or {}
+        skipped = (report.get(name) or {}).get("skipped") if isinstance(report.get(name), dict) else None
+        rows.append(
+            [
+                name,
+                p.get("timed") or ("not measured" if skipped else "reads the times files" if name == "book" else "n/a"),
+                num(p.get("steps"), 0) if p else "n/a",
+                num(p.get("rows"), 0) if p else "n/a",
+                p.get("processes", "n/a"),
+                num(p.get("estimated_seconds"), 0) if p else "n/a",
+                num(wall, 0),
+            ]
+        )
+    total, budget = m.get("run_seconds"), m.get("budget_seconds")
+    verdict = ""
+    if total is not None and budget:
+        verdict = (
+            f" The whole run took {total / 60:.1f} min, {'within' if total <= budget else 'over'} its budget of "
+            f"{budget / 60:.0f} min"
+            + (
+                f" (the plan: {plan['estimated_seconds'] / 60:.1f} min estimated)."
+                if plan.get("estimated_seconds")
+                else "."
+            )
+        )
+    how = (
+        f" Estimates by the cost model in `bench/run.py` for a slow 2-core CPU: {num(model.get('examples_per_s'), 0)} "
+        f"full fine-tuning examples/s in fp32, {num(model.get('process_seconds'), 0)} s to start each worker process."
+        if model
+        else ""
+    )
+    return (
+        "# How long the suite took\n\nEach section's planned work (training steps, example passes through the model, "
+        f"worker processes), what it times, and its wall time in this run.{how}{verdict}\n\n"
+        + _table(
+            ["section", "timed", "steps", "example passes", "processes", "estimated s", "wall s"],
+            rows,
+        )
+    )
+
+
 def how_to_run_markdown() -> str:
     return (
         "# Running the GPU benchmark\n\nOn a machine with a GPU and this checkout, `python -m bench.run --device cuda` "
@@ -602,19 +727,24 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
         if m.get("mode") == "quick"
         else ""
     )
+    full = sc.get("full") or {}
+    timed = (
+        f" (here {full['warmup_steps']} warm-up steps, then {full['reps']} repetitions of {full['steps_per_rep']} "
+        "steps per scenario)"
+        if full.get("reps")
+        else ""
+    )
+    bf16_note = f" bf16 not measured: {code_flags(m['bf16_skipped'])}." if m.get("bf16_skipped") else ""
     parts.append(
-        f"Generated by `python -m bench.run` ({m.get('mode')} mode) on {m.get('date_utc')} UTC, in one run on one "
-        "machine: "
-        f"{m.get('cpu_model')}, {m.get('logical_cpus')} logical CPUs, {m.get('torch_threads')} torch threads, torch "
-        f"{m.get('torch')}, "
-        f"transformers {m.get('transformers')}. Load average at start "
-        f"{num(m['load_average_start'][0], 2) if m.get('load_average_start') else 'n/a'}, "
+        f"**CPU figures measured on {machine_text(m)}**, with {m.get('torch_threads')} torch threads and "
+        f"transformers {m.get('transformers')}, in one run of `python -m bench.run` ({m.get('mode')} mode). Load "
+        f"average at start {num(m['load_average_start'][0], 2) if m.get('load_average_start') else 'n/a'}, "
         f"at end {num(m['load_average_end'][0], 2) if m.get('load_average_end') else 'n/a'} (the machine may be "
         "shared: read ratios measured in "
         f"the same run, not absolute numbers). Model {m.get('model')}, tasks {', '.join(m.get('tasks', []))}, "
         f"{m.get('max_train_per_task')} training rows per task, batch {m.get('batch_size')}. Throughputs are medians "
-        "over timed repetitions "
-        f"after warm-up steps; each step's time includes drawing and collating its batch.{mode_note}"
+        f"over timed repetitions after warm-up steps{timed}; each step's time includes drawing and collating its "
+        f"batch.{bf16_note}{mode_note}"
     )
     if m.get("timing"):
         parts[-1] += (
@@ -646,6 +776,7 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
                 if d in ref
             ],
         )
+        + "".join(f"\n\n{d} not measured: {code_flags(why)}." for d, why in (ref.get("skipped") or {}).items())
     )
     labels = {
         "full": "full fine-tuning",
@@ -706,7 +837,12 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
     if sweep:
         parts.append(
             "# Trainable top layers\n\n`train_only(model, *top_groups(model, k), 'heads')`; k=0 is heads only with the "
-            "backbone recomputed.\n\n"
+            "backbone recomputed."
+            + (
+                " k=0 and k=2 are the scenarios above (heads only, top 2 layers); the other k are timed alike.\n\n"
+                if m.get("section_seconds")
+                else "\n\n"
+            )
             + _table(
                 ["k", "trainable params", "ms/step", "examples/s", "model GFLOP/s", "speed-up over k=6"],
                 [
@@ -740,6 +876,7 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
                     if isinstance(v, dict) and "examples_per_s" in v
                 ],
             )
+            + (f"\n\nbf16 not measured: {code_flags(inf['bf16_skipped'])}." if inf.get("bf16_skipped") else "")
         )
     pad = report.get("padding") or {}
     if pad:
@@ -781,6 +918,8 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
             )
         )
     bf = report.get("bf16") or {}
+    if bf.get("skipped"):
+        parts.append(f"# bf16 autocast\n\nNot measured: {code_flags(bf['skipped'])}.")
     if bf.get("fp32") and bf.get("bf16"):
         tasks = list(bf["fp32"]["validation_accuracy"])
         steps = bf["fp32"]["warmup_steps"] + bf["fp32"]["reps"] * bf["fp32"]["steps_per_rep"]
@@ -901,6 +1040,10 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
         ]
     )
     parts.append("# Executing the book\n\n" + _table(["profile", "wall time", "source", "how to measure"], rows))
+    parts.append(book_minutes_markdown(report))
+    suite = suite_time_markdown(report)
+    if suite:
+        parts.append(suite)
     parts.append("# How model FLOPs are counted\n\n```text\n" + report.get("formula", "") + "\n```")
     if figs:
         parts.append("# Figures\n\n" + "\n\n".join(f"![{alt}]({image_prefix}{name})" for name, alt in figs))

@@ -374,7 +374,8 @@ def run_bf16(spec: dict) -> dict:
 
 
 def run_inference(spec: dict) -> dict:
-    """Frozen-encoder throughput: model.embed in eval mode without gradients, fp32 and bf16 autocast."""
+    """Frozen-encoder throughput: model.embed in eval mode without gradients, fp32 and bf16 autocast (the
+    precisions the spec names: bf16 only where the CPU has it natively)."""
     run = build({**spec, "trainable": "heads"})
     trainer = run.trainer
     model, device = trainer.model.eval(), trainer.device
@@ -388,7 +389,7 @@ def run_inference(spec: dict) -> dict:
     batches = [collate([rows[i] for i in order[s : s + bs]]) for s in range(0, len(rows), bs)]
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     out = {}
-    for precision in ("fp32", "bf16"):
+    for precision in spec.get("precisions", ("fp32", "bf16")):
         ctx = (
             (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
             if precision == "bf16"
@@ -689,7 +690,8 @@ def run_profile(spec: dict) -> dict:
 
 def run_matmul(spec: dict) -> dict:
     set_matmul_precision(spec)
-    return matmul_flops(tuple(spec["sizes"]), reps=spec["reps"], device=spec.get("device", "cpu"))
+    dtypes = tuple(spec.get("dtypes", ("fp32", "bf16")))
+    return matmul_flops(tuple(spec["sizes"]), dtypes, reps=spec["reps"], device=spec.get("device", "cpu"))
 
 
 # ------------------------------------------------------------------------------ the GPU section

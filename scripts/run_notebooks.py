@@ -30,6 +30,7 @@ import papermill
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from mtl_helpers.jsonio import write_json_atomic  # noqa: E402
+from bench.machine import machine_description  # noqa: E402
 
 
 PROGRESS_FRAME = re.compile(r"^.*\d+%\|.*\| *\d+/\d+ \[.*\]$")  # "desc:  40%|####  | 40/100 [00:02<00:03, 9.9it/s]"
@@ -127,6 +128,12 @@ def prepare_notebooks(names: list[str], out: Path, parameters: dict) -> list[Pat
     return prepared
 
 
+def times_record(profile: str, times: dict) -> dict:
+    """What --times writes: seconds per notebook and their total, and the machine they were measured on (the
+    CPU by name, its flags that matter, cores, torch, the date), which the benchmark appendix states beside them."""
+    return {"profile": profile, "seconds": times, "machine": machine_description()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "full"])
@@ -192,7 +199,7 @@ def main() -> int:
         print(f"[{args.profile}] {source} done in {times[source.name]} s", flush=True)
     times["total"] = round(sum(times.values()), 1)
     if args.times:
-        write_json_atomic(args.times, {"profile": args.profile, "seconds": times})
+        write_json_atomic(args.times, times_record(args.profile, times))
     print(json.dumps(times, indent=1))
     return 0
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 from transformers import BertConfig
 
-from bench import flops
-from bench.report import code_flags, evaluate_targets, markdown, render
+import bench.run as bench_run
+from bench import flops, machine
+from bench.report import code_flags, evaluate_targets, machine_text, markdown, render
 from bench.run import SECTIONS, TARGETS, main, run_all
 
 from conftest import MACHINE_PATH, data_dir
@@ -43,10 +44,159 @@ def test_step_flops_rejects_a_bad_layer_count():
         flops.step_flops(MINILM, 32, 20, 7)
 
 
-def test_matmul_reference_is_positive():
+def test_matmul_reference_is_positive(monkeypatch):
+    monkeypatch.setattr(flops, "cpu_has_native_bf16", lambda: True)  # n = 64: quick even where bf16 is emulated
     out = flops.matmul_flops(sizes=(64,), reps=2, warmup=1)
     assert {"fp32", "bf16"} <= set(out) and all(out[d]["best"] > 0 for d in ("fp32", "bf16"))
     assert out["device"] == "cpu" and out["fp32_matmul_precision"] in ("highest", "high", "medium")
+    assert "skipped" not in out
+
+
+def test_matmul_reference_skips_bf16_on_a_cpu_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(flops, "cpu_has_native_bf16", lambda: False)
+    out = flops.matmul_flops(sizes=(64,), reps=2, warmup=1)
+    assert out["fp32"]["best"] > 0 and "bf16" not in out and "native bf16" in out["skipped"]["bf16"]
+    assert "bf16" not in flops.matmul_flops(sizes=(64,), dtypes=("fp32",), reps=2, warmup=1)
+
+
+EPYC = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\nprocessor\t: 1\n"
+HASWELL = "model name\t: Intel(R) Xeon(R) CPU E5-2680 v3\nflags\t\t: fpu sse2 avx avx2 fma\n"
+
+
+def test_machine_description_names_the_cpu_and_the_flags_that_matter():
+    epyc, haswell, none = (machine.machine_description(t) for t in (EPYC, HASWELL, ""))
+    assert epyc["cpu_model"] == "AMD EPYC 9R14" and epyc["native_bf16"] is True
+    assert epyc["cpu_flags"] == {"avx2": True, "avx512f": True, "avx512_bf16": True, "amx_bf16": False}
+    assert haswell["native_bf16"] is False and haswell["cpu_flags"]["avx2"] is True
+    assert none["native_bf16"] is None and set(none["cpu_flags"].values()) == {None}  # no /proc/cpuinfo
+    assert {"logical_cpus", "torch", "date_utc"} <= set(epyc)
+    assert epyc["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    text = machine_text({**epyc, "date_utc": "2026-01-02 03:04"})
+    assert "AMD EPYC 9R14" in text and "`avx512_bf16` yes" in text and "`amx_bf16` no" in text
+    assert "native bf16" in text and "2026-01-02 03:04 UTC" in text and "logical CPUs" in text
+    assert "`avx2` yes" in machine_text(haswell) and "no native bf16" in machine_text(haswell)
+    assert "CPU flags not recorded" in machine_text({"cpu_model": "Old CPU", "date_utc": "2025-01-01 00:00"})
+
+
+# The CPU plan's bound, in full fine-tuning examples of MiniLM (the cost model's unit): a fixed number, so a
+# change that makes `make bench` longer has to change this test too. No timing is measured here.
+WORK_BUDGET = 15_000
+MAX_PROCESSES = 22
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "no-native-bf16"])
+def test_the_cpu_plan_is_bounded(monkeypatch, native):
+    monkeypatch.setattr(flops, "cpu_has_native_bf16", lambda: native)
+    work = bench_run.planned_work(quick=False)
+    assert work["work"] <= WORK_BUDGET and work["processes"] <= MAX_PROCESSES
+    assert work["estimated_seconds"] <= bench_run.PLANNED_SECONDS < bench_run.BUDGET_SECONDS == 900
+    sections = work["sections"]
+    assert set(sections) == {
+        "reference",
+        "scenarios",
+        "sweep",
+        "inference",
+        "padding",
+        "hf_trainer",
+        "profile",
+        "gpu",
+    } | ({"bf16"} if native else set())
+    for name, cost in sections.items():
+        assert cost["estimated_seconds"] > 0 and cost["timed"], name
+        assert name == "reference" or cost["steps"] + cost["rows"] > 0, name
+    # every timed training scenario keeps a meaningful measurement: warm-up, then >= 3 repetitions of >= 4 steps
+    p = bench_run.plan(quick=False)
+    for spec in [*bench_run.cpu_specs(p)["scenarios"].values(), *bench_run.cpu_specs(p)["bf16"].values()]:
+        assert spec["warmup"] >= 2 and spec["reps"] >= 3 and (spec["steps"] == "epoch" or spec["steps"] >= 4)
+    # no whole epochs of real training on the CPU: only the cached-feature steps (the heads alone) run epochs
+    epochs = [s for section in bench_run.cpu_specs(p).values() for s in section.values() if s.get("steps") == "epoch"]
+    assert [s["trainable"] for s in epochs] == ["cached"]
+    assert bench_run.gpu_plan(False, "cpu")["n_train"] <= 256
+    assert work["work"] < bench_run.planned_work(quick=False, gpu=False)["work"] + 3000  # the GPU stand-in is small
+
+
+def test_bf16_is_planned_only_where_the_cpu_has_it_natively(monkeypatch):
+    def specs(quick=False, bf16=True):
+        return bench_run.cpu_specs(bench_run.plan(quick, bf16))
+
+    monkeypatch.setattr(flops, "cpu_has_native_bf16", lambda: False)
+    p = bench_run.plan(quick=False)
+    assert p["bf16"]["skipped"] == bench_run.NO_NATIVE_BF16 and "native bf16" in p["bf16"]["skipped"]
+    s = specs()
+    assert s["bf16"] == {} and s["reference"]["matmul"]["dtypes"] == ["fp32"]
+    assert s["inference"]["inference"]["precisions"] == ["fp32"]
+    assert "bf16" not in bench_run.planned_work(quick=False)["sections"]
+    assert bench_run.gpu_plan(False, "cpu")["precisions"] == ["fp32"]
+    assert specs(quick=True)["bf16"], "--quick runs the bf16 code paths on a tiny model regardless"
+
+    monkeypatch.setattr(flops, "cpu_has_native_bf16", lambda: True)
+    s = specs()
+    assert s["bf16"]["bf16"]["kind"] == "bf16" and s["reference"]["matmul"]["dtypes"] == ["fp32", "bf16"]
+    assert s["inference"]["inference"]["precisions"] == ["fp32", "bf16"]
+    assert bench_run.plan(quick=False)["bf16"]["skipped"] is None
+    assert "bf16" in bench_run.planned_work(quick=False)["sections"]
+    # the CPU stand-in of the GPU section stays fp32 (bf16 on a CPU is the bf16 section); CUDA runs both
+    assert bench_run.gpu_plan(False, "cpu")["precisions"] == ["fp32"]
+    assert bench_run.gpu_plan(False, "cuda")["precisions"] == ["fp32", "bf16"]
+    # --no-bf16 leaves it out everywhere, quick included
+    for quick in (False, True):
+        assert specs(quick, bf16=False)["bf16"] == {} and "--no-bf16" in bench_run.plan(quick, False)["bf16"]["skipped"]
+        assert bench_run.gpu_plan(quick, "cpu", bf16=False)["precisions"] == ["fp32"]
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "no-native-bf16"])
+def test_the_cpu_suite_runs_the_specs_it_plans_and_times_each_section(monkeypatch, tmp_path, native):
+    """run_cpu_suite with a fake worker: it runs exactly the planned specs, records each section's wall
+    time, and says why bf16 was left out."""
+    monkeypatch.setattr(flops, "cpu_has_native_bf16", lambda: native)
+    ran = []
+
+    def fake_run_spec(spec, in_process, log=print):
+        ran.append(spec)
+        if spec["kind"] == "sweep":
+            return {"by_k": {str(k): {"k": k} for k in spec["ks"]}}
+        return {"kind": spec["kind"]}
+
+    monkeypatch.setattr(bench_run, "run_spec", fake_run_spec)
+    monkeypatch.setattr(bench_run, "ROOT", tmp_path)  # no results/: the book reads "not measured"
+    report = bench_run.run_cpu_suite(False, False, None, False, False, log=lambda *a: None)
+    planned = [s for section in bench_run.cpu_specs(bench_run.plan(False)).values() for s in section.values()]
+    assert ran == planned
+    assert list(report["meta"]["section_seconds"]) == [
+        "reference",
+        "scenarios",
+        "sweep",
+        "inference",
+        "padding",
+        "bf16",
+        "hf_trainer",
+        "profile",
+        "book",
+    ]
+    assert sorted(report["sweep"], key=int) == list(report["sweep"]) == ["0", "2", "4", "6"]
+    assert (
+        report["sweep"]["2"] is report["scenarios"]["top2"]
+        and report["padding"]["bucketed"] is report["scenarios"]["full"]
+    )
+    meta = report["meta"]
+    assert {"cpu_model", "cpu_flags", "logical_cpus", "torch", "date_utc"} <= set(meta)
+    if native:
+        assert report["bf16"] == {"kind": "bf16"} and meta["bf16_skipped"] is None
+    else:
+        assert report["bf16"] == {"skipped": bench_run.NO_NATIVE_BF16} == {"skipped": meta["bf16_skipped"]}
+        assert report["inference"]["bf16_skipped"] == bench_run.NO_NATIVE_BF16
+
+
+def test_run_notebooks_records_the_machine_beside_the_times():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_notebooks", BENCH.parent / "scripts" / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    record = module.times_record("cpu", {"01_model_tour.ipynb": 12.0, "total": 12.0})
+    assert record["profile"] == "cpu" and record["seconds"]["total"] == 12.0
+    assert {"cpu_model", "cpu_flags", "logical_cpus", "torch", "date_utc"} <= set(record["machine"])
+    json.dumps(record)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -125,7 +275,14 @@ def _fake_report(**over) -> dict:
             "stats": {"dynamic": {"useful_fraction": 0.6}},
         },
         "hf_trainer": {"ours": {"examples_per_s": 100}, "hf": {"examples_per_s": 90}},
-        "book": {"cpu": {"total_seconds": 1000}, "smoke": {"total_seconds": None}},
+        "book": {
+            "cpu": {
+                "total_seconds": 1000,
+                "per_notebook": {"01_model_tour.ipynb": 100.0, "04_one_head_frozen.ipynb": 900.0},
+                "source": "results/cpu/notebook_times.json",
+            },
+            "smoke": {"total_seconds": None},
+        },
         "gpu": fake_gpu("cpu"),
     }
     report.update(over)
@@ -292,6 +449,83 @@ def test_markdown_of_a_partial_report_is_well_formed(tmp_path):
     assert "Device: Some CPU (CPU, 2 torch threads)" in text and "GPU figures pending" in text
 
 
+def test_markdown_dates_the_cpu_figures_with_the_machine(tmp_path):
+    report = _fake_report()
+    report["meta"].update(
+        cpu_model="AMD EPYC 9R14",
+        cpu_flags={"avx2": True, "avx512f": True, "avx512_bf16": False, "amx_bf16": False},
+        logical_cpus=2,
+        torch="2.13.0+cpu",
+        date_utc="2026-02-03 04:05",
+        bf16_skipped=bench_run.NO_NATIVE_BF16,
+    )
+    report["bf16"] = {"skipped": bench_run.NO_NATIVE_BF16}
+    report["reference"]["skipped"] = {"bf16": "this CPU has no native bf16 (AVX512-BF16 or AMX)"}
+    report["gpu"]["meta"]["bf16_skipped"] = "left out by --no-bf16"  # a flag in a reason: set as code
+    report["targets"] = evaluate_targets(report)
+    text = markdown(report, [])
+    _check_markdown(text, tmp_path, "_generated/")
+    first = text.split("\n\n")[0]
+    assert first.startswith("**CPU figures measured on AMD EPYC 9R14 (2 logical CPUs;")
+    for part in ("`avx2` yes", "`avx512_bf16` no", "`amx_bf16` no", "torch 2.13.0+cpu", "2026-02-03 04:05 UTC"):
+        assert part in first, part
+    assert "# bf16 autocast\n\nNot measured: this CPU has no native bf16" in text
+    assert "bf16 not measured: this CPU has no native bf16 (AVX512-BF16 or AMX)." in text
+    old = markdown({**_fake_report(), "targets": []}, [])  # a report from before the flags were recorded
+    assert "CPU flags not recorded" in old.split("\n\n")[0]
+
+
+def test_markdown_shows_where_the_books_minutes_go(tmp_path):
+    report = _fake_report()
+    report["targets"] = evaluate_targets(report)
+    text = markdown(report, [])
+    _check_markdown(text, tmp_path, "_generated/")
+    section = text.split("# Where the book's minutes go")[1].split("\n# ")[0]
+    assert "machine not recorded" in section  # the times file holds no machine
+    assert "| 4 | `04_one_head_frozen.ipynb` | 15.0 | 90% |" in section and "|  | total | 16.7 | 100% |  |" in section
+    report["book"]["cpu"]["machine"] = {
+        "cpu_model": "Intel(R) Xeon(R) Processor",
+        "cpu_flags": {"avx2": True, "avx512_bf16": True, "amx_bf16": True},
+        "logical_cpus": 2,
+        "torch": "2.13.0",
+        "date_utc": "2026-03-04 05:06",
+    }
+    section = markdown(report, []).split("# Where the book's minutes go")[1].split("\n# ")[0]
+    assert "machine not recorded" not in section and "measured on Intel(R) Xeon(R) Processor" in section
+    assert "`amx_bf16` yes" in section and "2026-03-04 05:06 UTC" in section
+    del report["book"]["cpu"]["per_notebook"]
+    assert "No per-chapter times" in markdown(report, [])
+    figs = bench_report_figures(report | {"book": _fake_report()["book"]}, tmp_path)
+    assert "bench_book_minutes.png" in [name for name, _ in figs]
+
+
+def bench_report_figures(report, folder):
+    from bench.report import figures
+
+    return figures(report, folder)
+
+
+def test_markdown_shows_each_sections_wall_time_against_the_plan(tmp_path):
+    report = _fake_report()
+    work = bench_run.planned_work(quick=False)
+    report["meta"].update(
+        plan=work,
+        budget_seconds=900.0,
+        run_seconds=500.0,
+        section_seconds={name: 10.0 for name in work["sections"]},
+    )
+    report["targets"] = evaluate_targets(report)
+    text = markdown(report, [])
+    _check_markdown(text, tmp_path, "_generated/")
+    section = text.split("# How long the suite took")[1].split("\n# ")[0]
+    assert "8.3 min, within its budget of 15 min" in section
+    assert "| scenarios | 2 warm-up + 3 x 5 steps, batch 32;" in section
+    lines = bench_run.budget_lines(report)
+    assert lines[-1].strip().startswith("total") and "within the budget of 900 s" in lines[-1]
+    assert "(estimated" in lines[0]
+    assert "# How long the suite took" not in markdown(_fake_report(), [])  # older reports: no section times
+
+
 def test_markdown_names_the_gpu_and_sets_the_gpu_table_beside_the_cpu_one(tmp_path):
     report = _fake_report(gpu=fake_gpu("cuda"))
     report["meta"].update(cpu_model="Some CPU", torch_threads=2)
@@ -328,6 +562,11 @@ def test_quick_suite_has_every_section(quick_report, tmp_path):
     assert {"fp32", "bf16"} <= set(quick_report["bf16"]) and {"dynamic", "bucketed", "max_length", "stats"} <= set(
         quick_report["padding"]
     )
+    meta = quick_report["meta"]
+    assert set(meta["section_seconds"]) == {*bench_run.CPU_SECTIONS} - {"meta"} | {"gpu"}
+    assert "plan" not in meta and meta["budget_seconds"] == 900.0  # the cost model is for the full plan
+    assert {"cpu_model", "cpu_flags", "logical_cpus", "torch", "date_utc"} <= set(meta)
+    assert sorted(quick_report["sweep"], key=int) == ["0", "2", "4", "6"]
     assert len(quick_report["targets"]) == len(TARGETS)
     assert quick_report["meta"]["mode"] == "quick"
     full = quick_report["scenarios"]["full"]
@@ -365,7 +604,8 @@ def test_quick_gpu_section_runs_the_gpu_path_on_the_cpu(quick_report):
                 row["hf"]["steps"] == ours["steps"] and row["ratio"] > 0 and row["hf"]["sampling"] == "length-grouped"
             )
     assert {a["option"] for a in gpu["ablations"]} == {"sync_every", "bucket_by_length"}
-    assert gpu["mfu"]["fraction"] > 0 and gpu["reference"]["bf16"]["best"] > 0
+    if flops.cpu_has_native_bf16():  # elsewhere the matmul reference leaves bf16 out
+        assert gpu["mfu"]["fraction"] > 0 and gpu["reference"]["bf16"]["best"] > 0
     assert set(gpu["eval_batches"]) >= {"16", "64"} and gpu["profile"]["phase_seconds"]["forward"] > 0
     assert set(gpu["why"]) >= {"sync_every", "pin_memory", "tf32", "compile", "bucket_by_length", "fused_adamw"}
     gpu_rows = [t for t in quick_report["targets"] if t["target"].startswith("GPU")]
