@@ -15,6 +15,7 @@ CPUINFO = Path("/proc/cpuinfo")
 # The flags the appendix names: AVX2 (fp32 speed), and native bf16 (AVX512-BF16 or AMX-BF16), without
 # which torch emulates bf16 far slower than fp32.
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+# the same list as mtl_helpers.encoder.NATIVE_BF16_FLAGS (this module does not import the package: no torch)
 NATIVE_BF16 = ("avx512_bf16", "amx_bf16")
 
 

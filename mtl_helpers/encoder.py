@@ -104,6 +104,7 @@ def model_label(model: MultiTaskModel) -> str:
 
 
 PRECISION_VARIABLE = "MTL_PRECISION"  # "fp32" or "bf16": overrides the per-machine choice of `book_precision`
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that compute bf16 natively
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
@@ -114,7 +115,7 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return False
-    return any(flag in cpuinfo.split() for flag in ("avx512_bf16", "amx_bf16"))
+    return any(flag in cpuinfo.split() for flag in NATIVE_BF16_FLAGS)
 
 
 def book_precision(device: torch.device) -> str:

@@ -57,3 +57,9 @@ def test_a_run_in_another_precision_is_not_reused(monkeypatch, tokenizer, trec, 
         monkeypatch.setenv("MTL_PRECISION", precision)
         recipes.run_recipe("arm", Recipe(), [trec], [0], PROFILES["smoke"])
     assert [s["precision"] for s in specs] == ["bf16", "fp32"]
+
+
+def test_the_benchmark_and_the_book_name_the_same_native_bf16_flags():
+    from bench.machine import NATIVE_BF16
+
+    assert tuple(NATIVE_BF16) == encoder.NATIVE_BF16_FLAGS
