@@ -18,7 +18,8 @@ if "MTL_DATA_DIR" not in os.environ and _SHARED.is_dir():
 import torch  # noqa: E402
 from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: E402
 
-from mtl_helpers import MultiTaskModel, RunRecord, SentenceHead, default_model_path, load_task  # noqa: E402
+from mtl_helpers import MultiTaskModel, RunRecord, SentenceHead, default_model_path, get_profile, load_task  # noqa: E402
+from mtl_helpers import recipes  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -100,3 +101,12 @@ def sample_record(
         outcomes={"validation": {t: "1010" for t in tasks}},
         **kw,
     )
+
+
+@pytest.fixture
+def tiny_recipes(monkeypatch, tmp_path, tokenizer):
+    """run_recipe on a tiny random encoder, with records in a scratch folder (the smoke profile)."""
+    monkeypatch.setenv("MTL_RESULTS_DIR", str(tmp_path))
+    monkeypatch.delenv("MTL_PROFILE", raising=False)
+    monkeypatch.setattr(recipes, "fresh_encoder", lambda recipe, seed: (tiny_bert(seed=seed), tokenizer))
+    return get_profile("smoke")

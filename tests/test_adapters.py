@@ -34,7 +34,6 @@ from mtl_helpers import (
     bitfit,
     changed_groups,
     freeze,
-    get_profile,
     layer_groups,
     lora_targets,
     memory_facts,
@@ -364,15 +363,6 @@ def test_recipe_adapter_fields_stay_out_of_the_spec_unless_set(trec):
 def test_recipe_refuses_contradicting_adapter_settings(settings, message):
     with pytest.raises(MTLError, match=message):
         Recipe(**settings)
-
-
-@pytest.fixture
-def tiny_recipes(monkeypatch, tmp_path, tokenizer):
-    """run_recipe on a tiny random encoder, with records in a scratch folder."""
-    monkeypatch.setenv("MTL_RESULTS_DIR", str(tmp_path))
-    monkeypatch.delenv("MTL_PROFILE", raising=False)
-    monkeypatch.setattr(recipes, "fresh_encoder", lambda recipe, seed: (tiny_bert(seed=seed), tokenizer))
-    return get_profile("smoke")
 
 
 @pytest.mark.parametrize(

@@ -4,20 +4,10 @@ out-of-distribution scores stored so that the noise rule can compare them."""
 from __future__ import annotations
 
 import pytest
-from conftest import tiny_bert
 
-from mtl_helpers import compare, get_profile, load_task, recipes
+from mtl_helpers import compare, load_task
 from mtl_helpers.errors import MTLError
 from mtl_helpers.recipes import Recipe, rate_history, run_recipe
-
-
-@pytest.fixture
-def tiny_recipes(monkeypatch, tmp_path, tokenizer):
-    """run_recipe on a tiny random encoder, with records in a scratch folder."""
-    monkeypatch.setenv("MTL_RESULTS_DIR", str(tmp_path))
-    monkeypatch.delenv("MTL_PROFILE", raising=False)
-    monkeypatch.setattr(recipes, "fresh_encoder", lambda recipe, seed: (tiny_bert(seed=seed), tokenizer))
-    return get_profile("smoke")
 
 
 GRADUAL = Recipe(
