@@ -95,6 +95,7 @@ BENCH_DEVICE ?= auto
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[bench]"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.layer_cache --device $(BENCH_DEVICE)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run --device $(BENCH_DEVICE) $(BENCH_ARGS)
 
 clean:

@@ -700,6 +700,40 @@ def suite_time_markdown(report: dict) -> str:
     )
 
 
+def layer_cache_markdown(report: dict) -> str:
+    """The speed-up of caching the frozen lower layers against k trainable top layers
+    (bench/layer_cache.py, read into the report as "layer_cache"); empty when it was not measured."""
+    cache = report.get("layer_cache") or {}
+    rows = cache.get("rows") or []
+    if not rows:
+        return ""
+    meta = cache.get("meta", {})
+    head = (
+        "# Caching the frozen layers\n\n`TrainConfig(cache_frozen_layers=True)` computes the frozen bottom of the "
+        "encoder once per data set and runs only the layers above it (exact: the tests compare losses and "
+        f"updates with recomputing). Seconds per optimizer step training the top k layers and the head, "
+        f"{meta.get('rows', '?')} SST-2 sentences, batch {meta.get('batch_size', '?')}, {meta.get('steps', '?')} "
+        f"steps per run, {meta.get('precision', '?')}, measured on {meta.get('cpu_model', 'an unrecorded machine')} "
+        f"({meta.get('logical_cpus', '?')} logical CPUs) on {meta.get('date_utc', 'an unrecorded date')}"
+        + (" (a --quick run: the numbers mean nothing)" if meta.get("quick") else "")
+        + ". The build is the one-off cost of computing the frozen layers' output.\n\n"
+    )
+    return head + _table(
+        ["k", "cached level", "s/step recomputed", "s/step cached", "speed-up", "build (s)"],
+        [
+            [
+                r["k"],
+                r["level"],
+                num(r["uncached_s_per_step"], 3),
+                num(r["cached_s_per_step"], 3),
+                f"{r['speedup']:.2f}x",
+                num(r["build_s"], 2),
+            ]
+            for r in rows
+        ],
+    )
+
+
 def how_to_run_markdown() -> str:
     return (
         "# Running the GPU benchmark\n\nOn a machine with a GPU and this checkout, `python -m bench.run --device cuda` "
@@ -1041,6 +1075,9 @@ def markdown(report: dict, figs: list[tuple[str, str]], image_prefix: str = "_ge
     )
     parts.append("# Executing the book\n\n" + _table(["profile", "wall time", "source", "how to measure"], rows))
     parts.append(book_minutes_markdown(report))
+    cache_section = layer_cache_markdown(report)
+    if cache_section:
+        parts.append(cache_section)
     suite = suite_time_markdown(report)
     if suite:
         parts.append(suite)

@@ -1047,6 +1047,9 @@ def main(argv: list[str] | None = None) -> int:
             compile_=args.compile,
             bf16=not args.no_bf16,
         )
+    layer_cache = (QUICK_OUT.parent if args.quick else ROOT / "bench") / "layer_cache.json"
+    if layer_cache.exists():  # bench/layer_cache.py, which `make bench` runs first
+        report["layer_cache"] = json.loads(layer_cache.read_text())
     write_json_atomic(out, report)
     render(report, md)
     for t in report["targets"]:

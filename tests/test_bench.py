@@ -680,3 +680,21 @@ def test_a_run_on_one_device_keeps_what_the_report_measured_on_the_other(monkeyp
     run.run_all(device="cpu", previous=gpu_report, fresh=True, log=quiet)
     run.run_all(device="cpu", previous=cpu_report, log=quiet)  # a CPU stand-in is measured again, not kept
     assert calls == ["cpu", "gpu:cpu", "cpu", "gpu:cpu"]
+
+
+def test_markdown_shows_the_layer_cache_speed_up_against_k(tmp_path):
+    report = _fake_report()
+    report["targets"] = evaluate_targets(report)
+    assert "# Caching the frozen layers" not in markdown(report, [])  # not measured: no section
+    report["layer_cache"] = {
+        "meta": {"rows": 256, "batch_size": 16, "steps": 8, "precision": "bf16", "cpu_model": "Some CPU"},
+        "rows": [
+            {"k": 1, "level": 6, "uncached_s_per_step": 0.2, "cached_s_per_step": 0.05, "build_s": 3.0, "speedup": 4.0},
+            {"k": 6, "level": 0, "uncached_s_per_step": 0.2, "cached_s_per_step": 0.2, "build_s": 0.0, "speedup": 1.0},
+        ],
+    }
+    text = markdown(report, [])
+    _check_markdown(text, tmp_path, "_generated/")
+    section = text.split("# Caching the frozen layers")[1].split("\n# ")[0]
+    assert "| 1 | 6 | 0.200 | 0.050 | 4.00x | 3.00 |" in section and "bf16, measured on Some CPU" in section
+    assert "the numbers mean nothing" not in section
