@@ -5,7 +5,7 @@ and without caching the frozen layers below them (TrainConfig.cache_frozen_layer
 
 `make bench` runs it first (its JSON, bench/layer_cache.json, goes into the appendix beside the report).
 
-A real `Trainer.fit` on SST-2 (256 training sentences, batch 16, dynamic padding in length buckets); a
+A real `Trainer.fit` on SST-2 (512 training sentences, batch 16, 30 steps, dynamic padding in length buckets); a
 callback stamps the end of every step, and a step's time is the median interval between stamps after
 the first (warm-up) step. The cached trainer computes its frozen layers' output before the fit, timed
 on its own as `build_s` (hashing the frozen weights, running them once over the training rows); the
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = "bench/out/layer_cache.json" if args.quick else "bench/layer_cache.json"
-    rows, steps = (48, 3) if args.quick else (256, 8)
+    rows, steps = (48, 3) if args.quick else (512, 30)
     task = load_task("sst2", max_train=rows, max_eval=64)
     encoder, tokenizer = load_encoder()
     results = []

@@ -716,7 +716,8 @@ def layer_cache_markdown(report: dict) -> str:
         f"steps per run, {meta.get('precision', '?')}, measured on {meta.get('cpu_model', 'an unrecorded machine')} "
         f"({meta.get('logical_cpus', '?')} logical CPUs) on {meta.get('date_utc', 'an unrecorded date')}"
         + (" (a --quick run: the numbers mean nothing)" if meta.get("quick") else "")
-        + ". The build is the one-off cost of computing the frozen layers' output.\n\n"
+        + ". The build is the one-off cost of computing the frozen layers' output. Where only the embeddings are "
+        "frozen (level 0) nothing is cached and both runs are the same code: their ratio shows the timing noise.\n\n"
     )
     return head + _table(
         ["k", "cached level", "s/step recomputed", "s/step cached", "speed-up", "build (s)"],
