@@ -151,22 +151,23 @@ def ood_for(task_names: Sequence[str], profile: Profile) -> list[tuple[str, Task
 
 
 @functools.lru_cache(maxsize=4)
-def _clean_rt_rows(max_eval: int | None) -> tuple[TaskData, list[dict], int, int]:
+def _clean_rt_rows(max_test: int | None) -> tuple[TaskData, list[dict], int, int]:
     rt = load_task("rotten_tomatoes", max_train=1)
     sst2_train = [r["text"] for r in load_task("sst2").splits["train"]]
     test = rt.splits["test"]
     shared = rows_sharing_text(sst2_train, [r["text"] for r in test])
     clean = [r for i, r in enumerate(test) if i not in shared]
-    if max_eval is not None and max_eval < len(clean):
-        keep = sorted(np.random.default_rng(SPLIT_SEED).permutation(len(clean))[:max_eval].tolist())
+    if max_test is not None and max_test < len(clean):
+        keep = sorted(np.random.default_rng(SPLIT_SEED).permutation(len(clean))[:max_test].tolist())
         clean = [clean[i] for i in keep]
     return rt, clean, len(shared), len(test)
 
 
 def clean_rotten_tomatoes(profile: Profile) -> TaskData:
     """Rotten Tomatoes with its test split limited to rows that share no text with SST-2's training
-    split (then the profile's evaluation size); `split_report["sst2_overlap"]` counts what was left out."""
-    rt, clean, shared, total = _clean_rt_rows(profile.max_eval)
+    split (then the profile's test size: every such row in the cpu and gpu profiles);
+    `split_report["sst2_overlap"]` counts what was left out."""
+    rt, clean, shared, total = _clean_rt_rows(profile.max_test)
     task = copy.copy(rt)
     task.splits = {**rt.splits, "test": [dict(r) for r in clean]}
     task.split_report = {

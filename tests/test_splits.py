@@ -194,3 +194,5 @@ def test_out_of_distribution_rotten_tomatoes_shares_no_text_with_sst2_training()
     assert split_overlap(sst2_train, [r["text"] for r in rt.splits["test"]])["train_rows"] == 0
     report = rt.split_report["sst2_overlap"]
     assert report["test_rows"] == 1066 and 0 < report["sharing_text_with_sst2_train"] < 1066
+    # the cpu profile scores every clean row out of distribution, as it scores every test row
+    assert len(rt.splits["test"]) == report["test_rows"] - report["sharing_text_with_sst2_train"]
