@@ -28,9 +28,10 @@ import torch
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
+from .adapter_layout import unwrapped
 from .batches import TokenizedTasks, make_collator, to_device
 from .errors import MTLError
-from .groups import layer_groups, transformer_blocks
+from .groups import transformer_blocks
 
 if TYPE_CHECKING:
     from .model import MultiTaskModel
@@ -64,7 +65,9 @@ def _unsupported(encoder: nn.Module, why: str) -> MTLError:
 
 
 def encoder_stack(encoder: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
-    """The encoder's embeddings module and its list of blocks, or MTLError naming the model class."""
+    """The encoder's embeddings module and its list of blocks (inside a peft wrapper: the wrapped model's,
+    whose blocks hold the adapters), or MTLError naming the model class."""
+    encoder = unwrapped(encoder)
     embeddings = getattr(encoder, "embeddings", None)
     blocks = getattr(getattr(encoder, "encoder", None), "layer", None)
     if not isinstance(embeddings, nn.Module) or not isinstance(blocks, nn.ModuleList):
@@ -84,7 +87,7 @@ def check_supported(model: MultiTaskModel) -> None:
         )
     encoder = model.encoder
     embeddings, blocks = encoder_stack(encoder)
-    if transformer_blocks(encoder)[1] is not blocks:
+    if transformer_blocks(unwrapped(encoder))[1] is not blocks:
         raise _unsupported(encoder, "its transformer blocks are not the list `encoder.layer`")
     inside = {id(p) for m in (embeddings, blocks) for p in m.parameters()}
     outside = [n for n, p in encoder.named_parameters() if id(p) not in inside]
@@ -97,12 +100,13 @@ def check_supported(model: MultiTaskModel) -> None:
 
 
 def frozen_level(model: MultiTaskModel) -> int:
-    """How many groups from the bottom are wholly frozen (the embeddings, then layer.0, layer.1, ...);
+    """How many modules from the bottom are wholly frozen (the embeddings, then layer.0, layer.1, ...),
+    counting every parameter inside them, so a block holding a trainable adapter (LoRA) ends the prefix;
     0 when fewer than MIN_LEVEL are, where the run goes uncached."""
-    groups = layer_groups(model)
+    embeddings, blocks = encoder_stack(model.encoder)
     level = 0
-    for name in ["embeddings", *(f"layer.{i}" for i in range(len(encoder_stack(model.encoder)[1])))]:
-        if groups[name].trainable:
+    for module in (embeddings, *blocks):
+        if any(p.requires_grad for p in module.parameters()):
             break
         level += 1
     return level if level >= MIN_LEVEL else 0

@@ -280,3 +280,38 @@ def test_the_recipe_names_the_setting_only_when_on_and_passes_it(tokenizer, trec
     trainer = build_trainer(cached, [trec], 0, PROFILES["smoke"])
     assert trainer.config.cache_frozen_layers and isinstance(trainer.data, LayerCache)
     assert trainer.data.level() == 2  # the embeddings and layer.0 of the two kept layers
+
+
+def test_lora_in_the_top_layers_caches_the_plain_layers_below_exactly(tokenizer, trec):
+    """LoRA on the top k blocks only (peft's layers_to_transform): the blocks below hold no adapter, so
+    they are cached; the cached run trains the adapters and the head exactly as the uncached one, and
+    leaves every pretrained weight bitwise unchanged."""
+    from mtl_helpers.adapters import add_lora
+
+    torch.manual_seed(0)
+    start = add_lora(MultiTaskModel.for_tasks(tiny_bert(3), [trec]), rank=4, alpha=8, layers=1)
+    before = snapshot(start)
+    base = [n for n, p in start.named_parameters() if not p.requires_grad]
+    assert frozen_level(start) == 3  # the embeddings and blocks 0 and 1: no adapter below the top block
+    plain = run(copy.deepcopy(start), tokenizer, [trec], False, 5 / 6)
+    cached = run(copy.deepcopy(start), tokenizer, [trec], True, 5 / 6)
+    assert isinstance(cached.data, LayerCache)
+    assert_same_run(plain, cached)
+    assert_same_scores(plain.evaluate(), cached.evaluate())
+    params = dict(cached.model.named_parameters())
+    assert all(torch.equal(params[n], before[n]) for n in base)
+
+
+def test_lora_in_every_layer_leaves_nothing_to_cache(tokenizer, trec):
+    from mtl_helpers.adapters import add_lora
+
+    model = add_lora(MultiTaskModel.for_tasks(tiny_bert(3), [trec]), rank=4, alpha=8)
+    assert frozen_level(model) == 0  # block 0 holds a trainable adapter: only the embeddings are frozen
+
+
+def test_a_recipe_of_lora_in_the_top_layers_trains_on_the_cache(tiny_recipes, trec):
+    recipe = Recipe(train=("heads",), adapter="lora", lora_layers=1, cache_frozen_layers=True, epochs=0.5)
+    trainer = build_trainer(recipe, [trec], 0, tiny_recipes)
+    assert isinstance(trainer.data, LayerCache) and frozen_level(trainer.model) == 3
+    trainer.fit(recipe.epochs)
+    assert trainer.global_step > 0 and all(torch.isfinite(losses(trainer)))
