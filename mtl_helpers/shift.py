@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .errors import MTLError
+from .layer_probe import wilson_interval
 
 WORD = re.compile(r"[a-z0-9']+")
 
@@ -39,14 +39,6 @@ class Shift:
             f"{100 * self.high:.0f}%; 50% would mean no shift), and {100 * self.unseen_words:.1f}% of {b}'s "
             f"words never occur in {a}'s texts"
         )
-
-
-def _wilson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    z = scipy_stats.norm.ppf(1 - (1 - level) / 2)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
 
 
 def unseen_word_share(reference_texts: Sequence[str], texts: Sequence[str]) -> float:
@@ -82,5 +74,5 @@ def domain_shift(
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
     predicted = cross_val_predict(model, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
     right = int((predicted == labels).sum())
-    low, high = _wilson(right, len(labels))
+    low, high = wilson_interval(right, len(labels))
     return Shift(right / len(labels), low, high, n, unseen_word_share(reference_texts, texts))
