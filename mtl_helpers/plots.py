@@ -105,6 +105,10 @@ def plot_arms(
     return ax
 
 
+# higher and lower beyond the noise, equivalent within the book's margin, unresolved: neither
+OUTCOME_COLORS = {"higher": "tab:green", "lower": "tab:red", "equivalent": "tab:blue", "unresolved": "tab:gray"}
+
+
 def plot_effects(
     comparisons: Sequence[Comparison],
     title: str = "Differences with their 95% intervals",
@@ -115,7 +119,7 @@ def plot_effects(
     ax = ax or plt.subplots(figsize=(FIG_WIDTH, 0.5 * len(comparisons) + 1.5))[1]
     y = np.arange(len(comparisons))[::-1]
     for yi, c in zip(y, comparisons):
-        color = "tab:green" if c.verdict == "higher" else "tab:red" if c.verdict == "lower" else "tab:gray"
+        color = OUTCOME_COLORS[c.outcome]
         ax.plot([100 * c.low, 100 * c.high], [yi, yi], color=color, lw=2.5)
         ax.scatter([100 * c.effect], [yi], color=color, zorder=3, s=30)
     ax.axvline(0, color="black", lw=0.8)

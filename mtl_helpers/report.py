@@ -118,13 +118,13 @@ def predictions_record(
 
 def comparison_table(comparisons: Mapping[str, Mapping[str, Comparison]]) -> pd.DataFrame:
     """One row per name (e.g. per task and the mean of both); per split, the difference in points with
-    its interval ('+2.3 (+0.8 to +3.9)') and the verdict of the noise rule."""
+    its interval ('+2.3 (+0.8 to +3.9)') and the outcome of the noise rule."""
     rows = {}
     for name, by_split in comparisons.items():
         rows[name] = {}
         for split, c in by_split.items():
             rows[name][f"{split}, points (95% interval)"] = interval(c)
-            rows[name][f"{split} verdict"] = c.verdict
+            rows[name][f"{split} outcome"] = c.outcome
     return pd.DataFrame.from_dict(rows, orient="index")
 
 

@@ -72,19 +72,16 @@ class Comparison:
     df: float = float("inf")
 
     @property
-    def verdict(self) -> str:
-        return "higher" if self.low > 0 else "lower" if self.high < 0 else "within noise"
-
-    @property
     def differs(self) -> bool:
-        return self.verdict != "within noise"
+        """The interval excludes zero: higher or lower."""
+        return self.low > 0 or self.high < 0
 
     @property
     def outcome(self) -> str:
         """One of four: higher or lower (the interval excludes zero), equivalent (it lies within +/- MARGIN),
         else unresolved: the runs show neither a difference nor its absence."""
-        if self.low > 0 or self.high < 0:
-            return self.verdict
+        if self.differs:
+            return "higher" if self.low > 0 else "lower"
         return "equivalent" if -MARGIN < self.low and self.high < MARGIN else "unresolved"
 
     @property
@@ -125,7 +122,6 @@ class Comparison:
             "low": 100 * self.low,
             "high": 100 * self.high,
             "outcome": self.outcome,
-            "verdict": self.verdict,
             "detectable (points)": 100 * self.detectable,
             "seeds A": self.seeds_a,
             "seeds B": self.seeds_b,

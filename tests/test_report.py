@@ -73,7 +73,7 @@ def test_comparison_table_has_a_row_per_name_and_columns_per_split():
     )
     assert table.loc["mean"].to_dict() == {
         "validation, points (95% interval)": "+2.3 (+0.8 to +3.9)",
-        "validation verdict": "higher",
+        "validation outcome": "higher",
         "test, points (95% interval)": "+1.0 (-1.0 to +3.0)",
-        "test verdict": "within noise",
+        "test outcome": "unresolved",
     }

@@ -44,7 +44,7 @@ def test_identical_arms_are_within_noise():
     rng = np.random.default_rng(0)
     runs = bernoulli(0.8, 400, 3, rng)
     result = compare(arm("a", runs), arm("b", runs))
-    assert result.effect == 0 and result.low <= 0 <= result.high and result.verdict == "within noise"
+    assert result.effect == 0 and result.low <= 0 <= result.high and result.outcome in ("equivalent", "unresolved") and not result.differs
     assert result.paired
 
 
@@ -52,7 +52,7 @@ def test_a_clear_difference_is_detected_with_its_interval():
     rng = np.random.default_rng(1)
     result = compare(arm("good", bernoulli(0.9, 500, 3, rng)), arm("bad", bernoulli(0.6, 500, 3, rng)))
     # Three seeds leave 2 degrees of freedom for the seed variance, so the t interval is wide: +/- about 7 points.
-    assert result.verdict == "higher" and 0.25 < result.effect < 0.35 and 0.15 < result.low < result.effect
+    assert result.outcome == "higher" and result.differs and 0.25 < result.effect < 0.35 and 0.15 < result.low < result.effect
     assert re.fullmatch(r"\+\d\d\.\d points \(95% interval \+\d\d\.\d to \+\d\d\.\d\)", result.points())
     assert "beyond the noise" in result.sentence()
 
@@ -97,7 +97,7 @@ def test_entity_f1_is_resampled_by_sentence():
         return [np.stack(sentences, 1) for _ in range(3)]
 
     result = compare(arm("a", counts(0.9), level="token"), arm("b", counts(0.5), level="token"))
-    assert result.verdict == "higher" and result.metric == "entity_f1"
+    assert result.outcome == "higher" and result.metric == "entity_f1"
 
 
 def test_different_example_sets_are_refused():
@@ -146,18 +146,19 @@ def made(low: float, high: float, standard_error: float | None = None, df: float
 
 
 @pytest.mark.parametrize(
-    ("low", "high", "outcome", "verdict"),
+    ("low", "high", "outcome", "differs"),
     [
-        (0.001, 0.05, "higher", "higher"),
-        (-0.05, -0.001, "lower", "lower"),
-        (-0.019, 0.019, "equivalent", "within noise"),
-        (-0.01, 0.03, "unresolved", "within noise"),
-        (-0.02, 0.01, "unresolved", "within noise"),  # touching the margin is not inside it
+        (0.001, 0.05, "higher", True),
+        (-0.05, -0.001, "lower", True),
+        (-0.019, 0.019, "equivalent", False),
+        (-0.01, 0.03, "unresolved", False),
+        (-0.02, 0.01, "unresolved", False),  # touching the margin is not inside it
     ],
 )
-def test_each_interval_has_one_of_four_outcomes(low, high, outcome, verdict):
+def test_each_interval_has_one_of_four_outcomes(low, high, outcome, differs):
     result = made(low, high)
-    assert (result.outcome, result.verdict, result.as_row()["outcome"]) == (outcome, verdict, outcome)
+    assert (result.outcome, result.differs, result.as_row()["outcome"]) == (outcome, differs, outcome)
+    assert not hasattr(result, "verdict")  # two words, "within noise", read as "the same": gone
 
 
 def test_an_unresolved_comparison_never_reads_as_no_difference():
