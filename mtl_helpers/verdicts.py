@@ -36,12 +36,15 @@ class Scale:
     seeds: int
 
     @classmethod
-    def of(cls, records: Sequence[RunRecord], split: str) -> "Scale":
+    def of(cls, records: Sequence[RunRecord], split: str, tasks: Sequence[str] | None = None) -> "Scale":
+        """The scale of `records` on `split`; with `tasks`, the test rows are those of these tasks only
+        (a verdict on one task of a two-task run rests on that task's rows)."""
         first = records[0]
+        scored = [t for t in first.outcomes.get(split, {}) if tasks is None or t in tasks]
         return cls(
             train_rows={t: int(info.get("sizes", {}).get("train", 0)) for t, info in first.tasks.items()},
             steps=tuple(int(r.budget["steps"]) for r in records if r.budget.get("steps") is not None),
-            test_rows={t: len(first.outcome_array(t, split)) for t in first.outcomes.get(split, {})},
+            test_rows={t: len(first.outcome_array(t, split)) for t in scored},
             seeds=len(records),
         )
 
@@ -204,4 +207,6 @@ def verdict(
         _check_split(arm, split, chosen_by)
         _check_budget(arm, name, min_steps, min_seeds)
     comparison = compare(a, b, split=split, tasks=tasks, names=names, terms=terms)
-    return Verdict(comparison, split, Scale.of(a, split), Scale.of(b, split))
+    # the tasks the verdict is decided on: its scale counts their test rows only
+    decided = list(tasks) if tasks is not None else sorted({t for _, t, _ in terms}) if terms else None
+    return Verdict(comparison, split, Scale.of(a, split, decided), Scale.of(b, split, decided))

@@ -140,3 +140,22 @@ def test_glue_verdict_glues_the_sentence_the_word_and_the_scale(monkeypatch):
     assert glued["c1_outcome"] == "higher" and glued["c1_seeds"] == 5 and glued["c1_steps"] == "120"
     assert glued["c1_test_rows"] == "60" and glued["c1_train_rows"] == "250"
     assert glued["c1_effect"] == f"{100 * v.effect:+.1f}" and glued["c1_scale"] == v.scale()
+
+
+def test_a_verdict_on_one_task_counts_that_tasks_test_rows_only(monkeypatch):
+    """A verdict on one task of a two-task run rests on that task's test rows, not on both tasks'."""
+    monkeypatch.delenv("MTL_CAP_ROWS", raising=False)
+
+    def two_tasks(records):  # the same outcomes again under a second task's name
+        for r in records:
+            r.tasks["ner"] = r.tasks["trec"]
+            for part in (r.metrics, r.outcomes, r.examples):
+                for by_task in part.values():
+                    by_task["ner"] = by_task["trec"]
+        return records
+
+    a, b = two_tasks(arm("a", 0.9)), two_tasks(arm("b", 0.5))
+    assert verdict(a, b).scale_a.test_rows == {"trec": 60, "ner": 60}
+    assert "60 test rows" in verdict(a, b, tasks=["trec"]).scale()
+    assert "60 test rows" in verdict(a, b, terms=[("test", "ner", 1.0)]).scale()
+    assert "120 test rows" in verdict(a, b, terms=[("test", "ner", 1.0), ("test", "trec", -1.0)]).scale()
