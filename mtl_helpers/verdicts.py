@@ -37,8 +37,8 @@ class Scale:
 
     @classmethod
     def of(cls, records: Sequence[RunRecord], split: str, tasks: Sequence[str] | None = None) -> "Scale":
-        """The scale of `records` on `split`; with `tasks`, the test rows are those of these tasks only
-        (a verdict on one task of a two-task run rests on that task's rows)."""
+        """The scale of an arm's runs: training rows of every task they trained on; test rows of the
+        `tasks` a verdict compares (None: every task scored on `split`)."""
         first = records[0]
         scored = [t for t in first.outcomes.get(split, {}) if tasks is None or t in tasks]
         return cls(
@@ -207,6 +207,6 @@ def verdict(
         _check_split(arm, split, chosen_by)
         _check_budget(arm, name, min_steps, min_seeds)
     comparison = compare(a, b, split=split, tasks=tasks, names=names, terms=terms)
-    # the tasks the verdict is decided on: its scale counts their test rows only
-    decided = list(tasks) if tasks is not None else sorted({t for _, t, _ in terms}) if terms else None
-    return Verdict(comparison, split, Scale.of(a, split, decided), Scale.of(b, split, decided))
+    # the rows the verdict was decided on: the compared tasks' (a run may be scored on more)
+    compared = [t for s, t, _ in terms if s == split] if terms is not None else tasks
+    return Verdict(comparison, split, Scale.of(a, split, compared), Scale.of(b, split, compared))

@@ -142,20 +142,21 @@ def test_glue_verdict_glues_the_sentence_the_word_and_the_scale(monkeypatch):
     assert glued["c1_effect"] == f"{100 * v.effect:+.1f}" and glued["c1_scale"] == v.scale()
 
 
-def test_a_verdict_on_one_task_counts_that_tasks_test_rows_only(monkeypatch):
-    """A verdict on one task of a two-task run rests on that task's test rows, not on both tasks'."""
+def test_the_scale_counts_the_test_rows_of_the_compared_tasks_only(monkeypatch):
+    """A run of two tasks compared on one of them: the verdict rests on that task's test rows."""
     monkeypatch.delenv("MTL_CAP_ROWS", raising=False)
 
-    def two_tasks(records):  # the same outcomes again under a second task's name
-        for r in records:
-            r.tasks["ner"] = r.tasks["trec"]
-            for part in (r.metrics, r.outcomes, r.examples):
-                for by_task in part.values():
-                    by_task["ner"] = by_task["trec"]
-        return records
+    def two_tasks(scenario, seed, p):
+        record = run(scenario, seed, p)
+        other = run(scenario, seed, p, test_rows=TEST[:25])
+        for field in ("metrics", "outcomes", "examples"):
+            for split, per_task in getattr(other, field).items():
+                getattr(record, field).setdefault(split, {})["sst2"] = per_task["trec"]
+        record.tasks["sst2"] = other.tasks["trec"]
+        return record
 
-    a, b = two_tasks(arm("a", 0.9)), two_tasks(arm("b", 0.5))
-    assert verdict(a, b).scale_a.test_rows == {"trec": 60, "ner": 60}
+    a = [two_tasks("a", s, 0.9) for s in range(MIN_SEEDS)]
+    b = [two_tasks("b", s, 0.5) for s in range(MIN_SEEDS)]
+    assert "85 test rows" in verdict(a, b).scale()
     assert "60 test rows" in verdict(a, b, tasks=["trec"]).scale()
-    assert "60 test rows" in verdict(a, b, terms=[("test", "ner", 1.0)]).scale()
-    assert "120 test rows" in verdict(a, b, terms=[("test", "ner", 1.0), ("test", "trec", -1.0)]).scale()
+    assert "25 test rows" in verdict(a, b, terms=[("test", "sst2", 1.0)]).scale()
