@@ -47,6 +47,12 @@ def is_progress_output(output: dict) -> bool:
 INJECTED_TAG = "injected-parameters"  # papermill's tag for the cell it adds
 
 
+def run_order(names: list[str]) -> list[str]:
+    """Chapters in their order, except the comparison chapter, which runs last: it reads every other chapter's
+    records, so a fresh run (`make notebooks`) must have made them all first, the later chapters included."""
+    return sorted(names, key=lambda name: (Path(name).stem.endswith("_comparison"), Path(name).name))
+
+
 def strip_progress_bars(nb) -> int:
     """Drop stored progress-bar frames: readers see the bars live, the stored notebook stays clean."""
     removed = 0
@@ -157,7 +163,7 @@ def main() -> int:
     parser.add_argument("notebooks", nargs="*", help="notebook names (default: all in notebooks/)")
     args = parser.parse_args()
     os.chdir(ROOT)  # relative paths keep machine paths out of papermill's metadata
-    names = args.notebooks or sorted(p.name for p in Path("notebooks").glob("[0-9][0-9]_*.ipynb"))
+    names = run_order(args.notebooks or [p.name for p in Path("notebooks").glob("[0-9][0-9]_*.ipynb")])
     if args.strip_only:
         for name in names:
             removed = clean_notebook(Path("notebooks") / Path(name).name)

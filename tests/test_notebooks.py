@@ -293,3 +293,9 @@ def test_the_definition_count_sees_shown_and_hidden_cells():
     ]
     assert definitions(nb, shown_only=True) == ["shown", "folded"]
     assert definitions(nb, shown_only=False) == ["shown", "folded", "hidden"]
+
+
+def test_the_comparison_chapter_runs_after_every_other_chapter():
+    """It reads every chapter's records: a fresh run must make them all first, chapter 11's included."""
+    order = load_runner().run_order(["11_adapters.ipynb", "10_comparison.ipynb", "02_x.ipynb", "01_y.ipynb"])
+    assert order == ["01_y.ipynb", "02_x.ipynb", "11_adapters.ipynb", "10_comparison.ipynb"]
