@@ -23,7 +23,17 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 from transformers import set_seed  # noqa: E402
 
 from .batches import TokenizedTasks, encode_rows, make_collator, make_loader, multitask_stream, task_schedule  # noqa: E402
-from .callbacks import Callback, Evaluation, GradualUnfreezing, History, PeakMemory, ProgressBar, Stage, ulmfit_stages  # noqa: E402
+from .callbacks import (  # noqa: E402
+    BestWeights,
+    Callback,
+    Evaluation,
+    GradualUnfreezing,
+    History,
+    PeakMemory,
+    ProgressBar,
+    Stage,
+    ulmfit_stages,
+)
 from .leakage import normalize_text, split_overlap  # noqa: E402
 from .loading import load_task, split_table  # noqa: E402
 from .sources import find_data_dir  # noqa: E402

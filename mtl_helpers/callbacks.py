@@ -8,8 +8,8 @@ through the trainer at any of them: the optimizer, the schedule and the clipping
 Order, as fastai's `Callback.order`: the trainer runs its callbacks sorted by `order` (lowest first),
 callbacks of equal order in the order they were added, whatever order they were passed in:
 
-    History (-40) < PeakMemory (-30) < ProgressBar (-20) < Evaluation (-10) < Callback (0)
-        < GradualUnfreezing (10)
+    History (-40) < PeakMemory (-30) < ProgressBar (-20) < Evaluation (-10) < Callback (0),
+        BestWeights (0) < GradualUnfreezing (10)
 
 - History first: a fit's entry opens with the stage `fit` was given, before any callback relabels
   the stage, and each step is recorded before a later callback can raise (an interrupted fit keeps it).
@@ -218,6 +218,40 @@ class Evaluation(Callback):
             buffer = io.BytesIO()
             torch.save(trainer.model.state_dict(), buffer)
             atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
+
+
+class BestWeights(Callback):
+    """Keeps, in memory, the weights of the evaluation with the best mean validation score of a fit
+    (the Evaluation callback's scores, the primary metric of each task), and restores them when the
+    fit ends: the best checkpoint, chosen on validation. Ties keep the earlier weights. `best` then
+    holds the step, epoch and score of the weights restored (None when no validation score came)."""
+
+    order = 0  # after Evaluation (-10), which scores the step first
+
+    def __init__(self) -> None:
+        self.best: dict | None = None
+        self._state: dict[str, torch.Tensor] | None = None
+        self._seen = 0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._seen = len(trainer.history.evals)
+
+    def on_step_end(self, trainer: Trainer, step: StepRecord) -> None:
+        evals = trainer.history.evals
+        new = [e for e in evals[self._seen :] if e["split"] == "validation" and e["step"] == trainer.global_step]
+        self._seen = len(evals)
+        if not new:
+            return
+        levels = {name: task.level for name, task in trainer.tasks.items()}
+        score = float(np.mean([e[PRIMARY_METRIC[levels[e["task"]]]] for e in new]))
+        if self.best is None or score > self.best["validation"]:
+            self.best = {"step": trainer.global_step, "epoch": new[0]["epoch"], "validation": score}
+            self._state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self._state is not None:
+            trainer.model.load_state_dict(self._state)
+            self._state = None
 
 
 class PeakMemory(Callback):

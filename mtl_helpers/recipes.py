@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModel
 
 from .adapters import add_lora, add_task_adapters, bitfit, check_lora_settings
-from .callbacks import GradualUnfreezing, History, ulmfit_stages
+from .callbacks import BestWeights, GradualUnfreezing, History, ulmfit_stages
 from .tasks import TaskData, same_labels
 from .encoder import DEFAULT_MODEL_ID, book_precision, load_encoder, pick_device, truncate_encoder
 from .errors import MTLError
@@ -43,7 +43,12 @@ class Recipe:
     "attention" (default) or "all-linear"; `lora_layers`: only the top k layers; `lora_dropout`,
     default 0.0; `lora_per_task`: one adapter per task), or "bitfit" (the encoder's biases). The
     adapters learn at the backbone's rates by depth (`backbone_lr`, `factor`). Unset, these fields
-    stay out of `spec`, so the fingerprints of runs stored before they existed do not change."""
+    stay out of `spec`, so the fingerprints of runs stored before they existed do not change.
+
+    `restore_best` scores validation every `eval_every` epochs (1 when unset) and, when the fit ends,
+    restores the weights of the evaluation with the best mean validation score (`BestWeights`): the
+    best checkpoint, chosen on validation; the record keeps when it was (`extra["best"]`). Its
+    `budget["steps"]` still counts every step taken. Named in `spec` only when on."""
 
     train: tuple[str, ...] = ("all",)
     head_lr: float = 1e-3
@@ -70,6 +75,7 @@ class Recipe:
     lora_layers: int | None = None
     lora_dropout: float | None = None
     lora_per_task: bool = False
+    restore_best: bool = False
 
     def __post_init__(self) -> None:
         """Refuse schedules of what trains when that contradict each other, before any training."""
@@ -99,6 +105,12 @@ class Recipe:
                 f"Recipe(stage_scales={self.stage_scales!r}, gradual={self.gradual!r}): stage_scales "
                 "needs one rate scale per gradual-unfreezing stage; give gradual scales, or "
                 "stage_scales=None."
+            )
+        if self.restore_best and (self.lp_epochs or not isinstance(self.restore_best, bool)):
+            raise MTLError(
+                f"Recipe(restore_best={self.restore_best!r}, lp_epochs={self.lp_epochs!r}): restore_best is "
+                "True or False, and keeps the best weights of a single fit, so not with LP-FT's two fits "
+                "(lp_epochs > 0)."
             )
         self._check_adapter()
 
@@ -147,6 +159,8 @@ class Recipe:
         recipe = asdict(self)
         if not self.cache_frozen_layers:  # named only when on: earlier recipes keep their specs and stored runs
             del recipe["cache_frozen_layers"]
+        if not self.restore_best:  # the same
+            del recipe["restore_best"]
         for name in ADAPTER_FIELDS:  # only when set: the runs stored before these fields keep their fingerprints
             if not _is_set(recipe[name]):
                 del recipe[name]
@@ -228,6 +242,9 @@ def build_trainer(recipe: Recipe, tasks: Sequence[TaskData], seed: int, profile:
     # bf16 autocast where this machine computes it natively, else fp32; the record keeps which (config)
     settings.setdefault("precision", book_precision(pick_device(settings.get("device", "auto"))))
     callbacks = []
+    if recipe.restore_best:
+        settings["eval_every"] = recipe.eval_every or 1.0
+        callbacks.append(BestWeights())
     if recipe.gradual:
         stages = ulmfit_stages(model, recipe.gradual, recipe.epochs / recipe.gradual, recipe.stage_scales)
         callbacks.append(GradualUnfreezing(stages))
@@ -325,8 +342,11 @@ def run_recipe(
         trainer = train_recipe(recipe, tasks, seed, profile)
         record = trainer.result(scenario, profile.name, splits, **dict(recipe.extra))
         score_ood(record, trainer, ood)
-        if recipe.eval_every is not None:
+        if recipe.eval_every is not None or recipe.restore_best:
             record.extra["evals"] = trainer.history.evals
+        if recipe.restore_best:
+            [keeper] = [c for c in trainer.callbacks if isinstance(c, BestWeights)]
+            record.extra["best"] = keeper.best
         if keep_rates:
             record.extra["rates"] = [
                 {"step": s["step"], "stage": s["stage"], "lr": s["lr"]} for s in trainer.history.steps

@@ -93,3 +93,30 @@ def test_ood_scores_name_the_examples_they_were_scored_on(tiny_recipes, trec, ss
     [record] = run_recipe("ood-digest", HEADS, [trec, sst2], [0], tiny_recipes, ood=[("sst2", rotten)], log=None)
     assert record.examples["ood:rotten_tomatoes"] == {"sst2": examples_digest(rotten.splits["test"])}
     assert record.examples["validation"] == {t.name: examples_digest(t.splits["validation"]) for t in (trec, sst2)}
+
+
+def test_restore_best_keeps_the_weights_of_the_best_validation_epoch(tiny_recipes, trec, sst2):
+    """The run's record scores the weights of the epoch with the best mean validation accuracy, found
+    among the per-epoch evaluations it stores; a run without it is another spec, never reused for it."""
+    recipe = Recipe(head_lr=3e-2, backbone_lr=1e-3, epochs=4, batch_size=16, pretrained=False)
+    [last] = run_recipe("restore-best", recipe, [trec, sst2], [0], tiny_recipes, log=None)
+    best_recipe = recipe.with_(restore_best=True)
+    assert "restore_best" in best_recipe.spec([trec])["recipe"] and "restore_best" not in recipe.spec([trec])["recipe"]
+    [best] = run_recipe("restore-best", best_recipe, [trec, sst2], [0], tiny_recipes, log=None)
+    evals = [e for e in best.extra["evals"] if e["split"] == "validation"]
+    by_step = {}
+    for e in evals:
+        by_step.setdefault(e["step"], []).append(e["accuracy"])
+    assert len(by_step) == 4  # one evaluation per epoch
+    means = {step: sum(v) / len(v) for step, v in by_step.items()}
+    chosen = best.extra["best"]
+    assert chosen["validation"] == pytest.approx(max(means.values()))
+    assert chosen["step"] == min(s for s, m in means.items() if m == max(means.values()))  # ties: the earlier
+    assert best.mean_metric("validation") == pytest.approx(chosen["validation"])
+    assert best.budget["steps"] == last.budget["steps"]  # every step taken is counted
+    assert best.mean_metric("validation") >= last.mean_metric("validation") - 1e-9
+
+
+def test_restore_best_is_refused_with_two_fits():
+    with pytest.raises(MTLError, match="restore_best"):
+        Recipe(epochs=2, lp_epochs=1, restore_best=True)
