@@ -36,12 +36,17 @@ class Scale:
     seeds: int
 
     @classmethod
-    def of(cls, records: Sequence[RunRecord], split: str) -> "Scale":
+    def of(cls, records: Sequence[RunRecord], split: str, tasks: Sequence[str] | None = None) -> "Scale":
+        """The scale of `records` on `split`, counting only `tasks` when given (a verdict on one task of
+        two rests on that task's rows)."""
         first = records[0]
+        counted = set(first.tasks) if tasks is None else set(tasks)
         return cls(
-            train_rows={t: int(info.get("sizes", {}).get("train", 0)) for t, info in first.tasks.items()},
+            train_rows={
+                t: int(info.get("sizes", {}).get("train", 0)) for t, info in first.tasks.items() if t in counted
+            },
             steps=tuple(int(r.budget["steps"]) for r in records if r.budget.get("steps") is not None),
-            test_rows={t: len(first.outcome_array(t, split)) for t in first.outcomes.get(split, {})},
+            test_rows={t: len(first.outcome_array(t, split)) for t in first.outcomes.get(split, {}) if t in counted},
             seeds=len(records),
         )
 
@@ -192,6 +197,7 @@ def verdict(
     min_seeds: int = MIN_SEEDS,
 ) -> Verdict:
     """Arm `a` against arm `b` on `split` (test by default) by the book's noise rule (`stats.compare`).
+    With `tasks`, the comparison and the stated scale count only those tasks' rows.
 
     `chosen_by` lists the sweeps that chose either arm's settings: their selection rows are refused as
     the verdict's rows. Trained arms need `min_steps` optimizer steps per run and `min_seeds` seeds,
@@ -204,4 +210,4 @@ def verdict(
         _check_split(arm, split, chosen_by)
         _check_budget(arm, name, min_steps, min_seeds)
     comparison = compare(a, b, split=split, tasks=tasks, names=names, terms=terms)
-    return Verdict(comparison, split, Scale.of(a, split), Scale.of(b, split))
+    return Verdict(comparison, split, Scale.of(a, split, tasks), Scale.of(b, split, tasks))

@@ -140,3 +140,34 @@ def test_glue_verdict_glues_the_sentence_the_word_and_the_scale(monkeypatch):
     assert glued["c1_outcome"] == "higher" and glued["c1_seeds"] == 5 and glued["c1_steps"] == "120"
     assert glued["c1_test_rows"] == "60" and glued["c1_train_rows"] == "250"
     assert glued["c1_effect"] == f"{100 * v.effect:+.1f}" and glued["c1_scale"] == v.scale()
+
+
+def two_task_run(scenario: str, seed: int, p_correct: float) -> RunRecord:
+    """A run of two tasks: trec (60 test rows, 250 training rows) and sst2 (30 test rows, 125)."""
+    rows = {"trec": (TEST, 250), "sst2": (TEST[:30], 125)}
+    tasks, results = {}, {}
+    for name, (test_rows, train) in rows.items():
+        splits = {"validation": VALIDATION, "test": test_rows}
+        tasks[name] = SimpleNamespace(
+            name=name,
+            level="sentence",
+            splits=splits,
+            sizes=lambda t=test_rows, n=train: {"train": n, "validation": len(VALIDATION), "test": len(t)},
+        )
+        for split, split_rows in splits.items():
+            outcomes = (RNG.random(len(split_rows)) < p_correct).astype(np.int8)
+            metrics = {"accuracy": float(outcomes.mean())}
+            results.setdefault(split, {})[name] = TaskEvaluation(name, split, "sentence", metrics, outcomes, 0.0)
+    budget = {"steps": 120, "examples": 1920, "epochs": 2}
+    return RunRecord.from_outcomes(scenario, "cpu", seed, "m", tasks, results, budget=budget)
+
+
+def test_a_verdict_on_one_task_states_that_tasks_scale(monkeypatch):
+    monkeypatch.delenv("MTL_CAP_ROWS", raising=False)
+    a = [two_task_run("a", s, 0.8) for s in range(MIN_SEEDS)]
+    b = [two_task_run("b", s, 0.6) for s in range(MIN_SEEDS)]
+    both = verdict(a, b)
+    assert both.scale() == "125 and 250 training rows per task, 120 optimizer steps, 90 test rows, 5 seeds"
+    one = verdict(a, b, tasks=["trec"])
+    assert one.scale() == "250 training rows per task, 120 optimizer steps, 60 test rows, 5 seeds"
+    assert one.comparison.examples == 60
