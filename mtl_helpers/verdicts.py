@@ -37,16 +37,14 @@ class Scale:
 
     @classmethod
     def of(cls, records: Sequence[RunRecord], split: str, tasks: Sequence[str] | None = None) -> "Scale":
-        """The scale of `records` on `split`, counting only `tasks` when given (a verdict on one task of
-        two rests on that task's rows)."""
+        """The scale of an arm's runs: training rows of every task they trained on; test rows of the
+        `tasks` a verdict compares (None: every task scored on `split`)."""
         first = records[0]
-        counted = set(first.tasks) if tasks is None else set(tasks)
+        scored = [t for t in first.outcomes.get(split, {}) if tasks is None or t in tasks]
         return cls(
-            train_rows={
-                t: int(info.get("sizes", {}).get("train", 0)) for t, info in first.tasks.items() if t in counted
-            },
+            train_rows={t: int(info.get("sizes", {}).get("train", 0)) for t, info in first.tasks.items()},
             steps=tuple(int(r.budget["steps"]) for r in records if r.budget.get("steps") is not None),
-            test_rows={t: len(first.outcome_array(t, split)) for t in first.outcomes.get(split, {}) if t in counted},
+            test_rows={t: len(first.outcome_array(t, split)) for t in scored},
             seeds=len(records),
         )
 
@@ -197,7 +195,6 @@ def verdict(
     min_seeds: int = MIN_SEEDS,
 ) -> Verdict:
     """Arm `a` against arm `b` on `split` (test by default) by the book's noise rule (`stats.compare`).
-    With `tasks`, the comparison and the stated scale count only those tasks' rows.
 
     `chosen_by` lists the sweeps that chose either arm's settings: their selection rows are refused as
     the verdict's rows. Trained arms need `min_steps` optimizer steps per run and `min_seeds` seeds,
@@ -210,4 +207,6 @@ def verdict(
         _check_split(arm, split, chosen_by)
         _check_budget(arm, name, min_steps, min_seeds)
     comparison = compare(a, b, split=split, tasks=tasks, names=names, terms=terms)
-    return Verdict(comparison, split, Scale.of(a, split, tasks), Scale.of(b, split, tasks))
+    # the rows the verdict was decided on: the compared tasks' (a run may be scored on more)
+    compared = [t for s, t, _ in terms if s == split] if terms is not None else tasks
+    return Verdict(comparison, split, Scale.of(a, split, compared), Scale.of(b, split, compared))

@@ -142,32 +142,21 @@ def test_glue_verdict_glues_the_sentence_the_word_and_the_scale(monkeypatch):
     assert glued["c1_effect"] == f"{100 * v.effect:+.1f}" and glued["c1_scale"] == v.scale()
 
 
-def two_task_run(scenario: str, seed: int, p_correct: float) -> RunRecord:
-    """A run of two tasks: trec (60 test rows, 250 training rows) and sst2 (30 test rows, 125)."""
-    rows = {"trec": (TEST, 250), "sst2": (TEST[:30], 125)}
-    tasks, results = {}, {}
-    for name, (test_rows, train) in rows.items():
-        splits = {"validation": VALIDATION, "test": test_rows}
-        tasks[name] = SimpleNamespace(
-            name=name,
-            level="sentence",
-            splits=splits,
-            sizes=lambda t=test_rows, n=train: {"train": n, "validation": len(VALIDATION), "test": len(t)},
-        )
-        for split, split_rows in splits.items():
-            outcomes = (RNG.random(len(split_rows)) < p_correct).astype(np.int8)
-            metrics = {"accuracy": float(outcomes.mean())}
-            results.setdefault(split, {})[name] = TaskEvaluation(name, split, "sentence", metrics, outcomes, 0.0)
-    budget = {"steps": 120, "examples": 1920, "epochs": 2}
-    return RunRecord.from_outcomes(scenario, "cpu", seed, "m", tasks, results, budget=budget)
-
-
-def test_a_verdict_on_one_task_states_that_tasks_scale(monkeypatch):
+def test_the_scale_counts_the_test_rows_of_the_compared_tasks_only(monkeypatch):
+    """A run of two tasks compared on one of them: the verdict rests on that task's test rows."""
     monkeypatch.delenv("MTL_CAP_ROWS", raising=False)
-    a = [two_task_run("a", s, 0.8) for s in range(MIN_SEEDS)]
-    b = [two_task_run("b", s, 0.6) for s in range(MIN_SEEDS)]
-    both = verdict(a, b)
-    assert both.scale() == "125 and 250 training rows per task, 120 optimizer steps, 90 test rows, 5 seeds"
-    one = verdict(a, b, tasks=["trec"])
-    assert one.scale() == "250 training rows per task, 120 optimizer steps, 60 test rows, 5 seeds"
-    assert one.comparison.examples == 60
+
+    def two_tasks(scenario, seed, p):
+        record = run(scenario, seed, p)
+        other = run(scenario, seed, p, test_rows=TEST[:25])
+        for field in ("metrics", "outcomes", "examples"):
+            for split, per_task in getattr(other, field).items():
+                getattr(record, field).setdefault(split, {})["sst2"] = per_task["trec"]
+        record.tasks["sst2"] = other.tasks["trec"]
+        return record
+
+    a = [two_tasks("a", s, 0.9) for s in range(MIN_SEEDS)]
+    b = [two_tasks("b", s, 0.5) for s in range(MIN_SEEDS)]
+    assert "85 test rows" in verdict(a, b).scale()
+    assert "60 test rows" in verdict(a, b, tasks=["trec"]).scale()
+    assert "25 test rows" in verdict(a, b, terms=[("test", "sst2", 1.0)]).scale()
