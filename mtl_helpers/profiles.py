@@ -98,7 +98,7 @@ PROFILES = {
             "ablation_train": 40,
             "low_data": (50, 125),
             "curve": (50, 125, 250),
-            "phase2_train": 125,
+            "phase2_train": 250,  # chapter 4: 7 epochs at batch 16 = 112 steps of Task B alone
             "ner_train": 250,
             "sweep_points": 4,
             "sweep_extensions": 2,
