@@ -28,7 +28,11 @@ def stored_records(
     Returns the records and where they came from; none (and the reason) when neither is reachable."""
     check_folder_name("Profile", profile)
     root = book_root()
-    if root is not None and (root / "results" / profile).is_dir():
+    if root is not None and (root / "results").is_dir():
+        # Inside a checkout its results/ are the book's stored records: nothing to fetch, even where a
+        # profile has none (the checkout is the repository at this commit)
+        if not (root / "results" / profile).is_dir():
+            return [], f"the book's stored records (it stores none of this profile: results/{profile} is absent)"
         return load_records(profile, root=root / "results"), f"the book's stored records in results/{profile}"
     owner_repo = repository_url.rstrip("/").split("github.com/")[-1]
     raw = f"https://raw.githubusercontent.com/{owner_repo}/{branch}/results/{profile}"

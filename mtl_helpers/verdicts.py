@@ -36,12 +36,15 @@ class Scale:
     seeds: int
 
     @classmethod
-    def of(cls, records: Sequence[RunRecord], split: str) -> "Scale":
+    def of(cls, records: Sequence[RunRecord], split: str, tasks: Sequence[str] | None = None) -> "Scale":
+        """The scale of an arm's runs: training rows of every task they trained on; test rows of the
+        `tasks` a verdict compares (None: every task scored on `split`)."""
         first = records[0]
+        scored = [t for t in first.outcomes.get(split, {}) if tasks is None or t in tasks]
         return cls(
             train_rows={t: int(info.get("sizes", {}).get("train", 0)) for t, info in first.tasks.items()},
             steps=tuple(int(r.budget["steps"]) for r in records if r.budget.get("steps") is not None),
-            test_rows={t: len(first.outcome_array(t, split)) for t in first.outcomes.get(split, {})},
+            test_rows={t: len(first.outcome_array(t, split)) for t in scored},
             seeds=len(records),
         )
 
@@ -204,4 +207,6 @@ def verdict(
         _check_split(arm, split, chosen_by)
         _check_budget(arm, name, min_steps, min_seeds)
     comparison = compare(a, b, split=split, tasks=tasks, names=names, terms=terms)
-    return Verdict(comparison, split, Scale.of(a, split), Scale.of(b, split))
+    # the rows the verdict was decided on: the compared tasks' (a run may be scored on more)
+    compared = [t for s, t, _ in terms if s == split] if terms is not None else tasks
+    return Verdict(comparison, split, Scale.of(a, split, compared), Scale.of(b, split, compared))

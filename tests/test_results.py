@@ -139,6 +139,22 @@ def test_stored_records_are_fetched_from_the_repository_when_not_on_disk(tmp_pat
     assert offline == [] and "could not be read" in why
 
 
+def test_inside_a_checkout_a_profile_without_stored_records_is_not_fetched(tmp_path, monkeypatch):
+    from mtl_helpers.fetch import stored_records
+
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
+    save_record(record(seed=0, acc=0.9), tmp_path / "results")  # results/cpu only
+    monkeypatch.chdir(tmp_path)
+
+    def fetch(url):
+        raise AssertionError(f"fetched {url} from inside the checkout")
+
+    gpu, why = stored_records("gpu", "https://github.com/owner/book", cache=tmp_path / "cache", fetch=fetch)
+    assert gpu == [] and "stores none of this profile" in why and "Error" not in why
+    cpu, _ = stored_records("cpu", "https://github.com/owner/book", cache=tmp_path / "cache", fetch=fetch)
+    assert [r.seed for r in cpu] == [0]
+
+
 def test_own_runs_replace_stored_ones_with_the_same_key(tmp_path, monkeypatch):
     from mtl_helpers import fetch as results  # collect_records and the stored_records it calls
 

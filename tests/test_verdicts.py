@@ -140,3 +140,23 @@ def test_glue_verdict_glues_the_sentence_the_word_and_the_scale(monkeypatch):
     assert glued["c1_outcome"] == "higher" and glued["c1_seeds"] == 5 and glued["c1_steps"] == "120"
     assert glued["c1_test_rows"] == "60" and glued["c1_train_rows"] == "250"
     assert glued["c1_effect"] == f"{100 * v.effect:+.1f}" and glued["c1_scale"] == v.scale()
+
+
+def test_the_scale_counts_the_test_rows_of_the_compared_tasks_only(monkeypatch):
+    """A run of two tasks compared on one of them: the verdict rests on that task's test rows."""
+    monkeypatch.delenv("MTL_CAP_ROWS", raising=False)
+
+    def two_tasks(scenario, seed, p):
+        record = run(scenario, seed, p)
+        other = run(scenario, seed, p, test_rows=TEST[:25])
+        for field in ("metrics", "outcomes", "examples"):
+            for split, per_task in getattr(other, field).items():
+                getattr(record, field).setdefault(split, {})["sst2"] = per_task["trec"]
+        record.tasks["sst2"] = other.tasks["trec"]
+        return record
+
+    a = [two_tasks("a", s, 0.9) for s in range(MIN_SEEDS)]
+    b = [two_tasks("b", s, 0.5) for s in range(MIN_SEEDS)]
+    assert "85 test rows" in verdict(a, b).scale()
+    assert "60 test rows" in verdict(a, b, tasks=["trec"]).scale()
+    assert "25 test rows" in verdict(a, b, terms=[("test", "sst2", 1.0)]).scale()
