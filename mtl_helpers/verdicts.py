@@ -113,13 +113,21 @@ CLAIM_WORDS = {
 }
 
 
-def claim_word(outcome: str, predicts: str) -> str:
+def claim_word(outcome: str, predicts: str, comparison: Comparison | None = None) -> str:
     """The verdict word for a claim that predicts `predicts` ("higher", "lower", "not lower" or
-    "equivalent", of arm A minus arm B) when the comparison's outcome is `outcome`."""
+    "equivalent", of arm A minus arm B) when the comparison's outcome is `outcome`.
+
+    With `comparison`, a claim that predicts "not lower" (a task *keeps* its accuracy, an adapter reaches
+    *most* of it) whose arm is lower by less than the book's margin, the whole interval inside it, is
+    "qualified": the loss is real, but smaller than any the book counts as a difference worth having."""
     if predicts not in CLAIM_WORDS:
         raise MTLError(f"claim_word(predicts={predicts!r}): choose one of {sorted(CLAIM_WORDS)}.")
     if outcome not in CLAIM_WORDS[predicts]:
         raise MTLError(f"claim_word(outcome={outcome!r}): an outcome is one of {sorted(CLAIM_WORDS[predicts])}.")
+    if comparison is not None and comparison.outcome != outcome:
+        raise MTLError(f"claim_word: outcome {outcome!r} is not the comparison's ({comparison.outcome!r}).")
+    if predicts == "not lower" and outcome == "lower" and comparison is not None and comparison.low > -MARGIN:
+        return "qualified"
     return CLAIM_WORDS[predicts][outcome]
 
 

@@ -160,3 +160,15 @@ def test_the_scale_counts_the_test_rows_of_the_compared_tasks_only(monkeypatch):
     assert "85 test rows" in verdict(a, b).scale()
     assert "60 test rows" in verdict(a, b, tasks=["trec"]).scale()
     assert "25 test rows" in verdict(a, b, terms=[("test", "sst2", 1.0)]).scale()
+
+
+def test_a_loss_inside_the_margin_qualifies_a_claim_of_no_loss():
+    """ "Keeps its accuracy" with a real loss smaller than the margin: qualified; beyond it: refuted."""
+    small = Comparison("a", "b", -0.007, -0.013, -0.001, 5, 5, True, 500)
+    large = Comparison("a", "b", -0.018, -0.035, -0.001, 5, 5, True, 500)
+    assert claim_word("lower", "not lower", small) == "qualified"
+    assert claim_word("lower", "not lower", large) == "refuted"
+    assert claim_word("lower", "not lower") == "refuted"  # without the interval: the plain word
+    assert claim_word("lower", "higher", small) == "refuted"  # only a claim of no loss is qualified
+    with pytest.raises(MTLError, match="not the comparison's"):
+        claim_word("higher", "not lower", small)
