@@ -45,7 +45,7 @@ from mtl_helpers import (
     unfreeze,
     use_adapter,
 )
-from mtl_helpers.batches import to_device
+from mtl_helpers.batches import make_loader, to_device
 from mtl_helpers.groups import group_aliases, transformer_blocks
 from mtl_helpers.training_modes import dropout_in_training
 from mtl_helpers.recipes import Recipe, run_recipe
@@ -384,6 +384,42 @@ def test_run_recipe_trains_an_adapter_arm(tiny_recipes, trec, sst2, settings, tr
     assert 0 < record.trainable_params < record.total_params / 50
     trainer = recipes.build_trainer(recipe, [trec, sst2], 0, tiny_recipes)
     assert record.trainable_params == memory_facts(trainer.model)["trainable_params"]
+
+
+def test_per_task_adapters_restored_from_their_trained_tensors_keep_task_a_bitwise_while_task_b_trains(
+    tiny_recipes, trec, sst2
+):
+    """Chapter 11's path: a recipe with one adapter per task trains both tasks; only its trainable tensors are kept
+    (the adapters and heads); a fresh model from the same recipe gets them back and trains Task B alone. Task A's
+    logits stay bitwise identical, and no group Task A uses moves; with one shared adapter they move."""
+    recipe = Recipe(train=("heads",), head_lr=1e-2, backbone_lr=1e-2, epochs=1.0, batch_size=16, adapter="lora")
+
+    def logits(trainer):
+        model = trainer.model.eval()
+        rows = trainer.tokenized.rows("trec", "validation")
+        loader = make_loader(rows, trainer.tokenized.collator("trec"), 64, False)
+        with torch.no_grad():
+            return torch.cat([model("trec", to_device(b, trainer.device)).float() for b in loader])
+
+    for per_task in (True, False):
+        made = recipe.with_(lora_per_task=per_task)
+        trained = recipes.train_recipe(made, [trec, sst2], 0, tiny_recipes)
+        kept = {n: p.detach().clone() for n, p in trained.model.named_parameters() if p.requires_grad}
+        assert all(".lora_" in n or n.startswith("heads.") for n in kept)  # all a LoRA run changes
+        restored = recipes.build_trainer(made, [trec, sst2], 0, tiny_recipes)
+        with torch.no_grad():
+            for name, param in restored.model.named_parameters():
+                if name in kept:
+                    param.copy_(kept[name])
+        before, start = logits(restored), snapshot(restored.model)
+        assert torch.equal(before, logits(trained))  # the kept tensors are the whole trained state
+        restored.fit(1.0, tasks=["sst2"])
+        moved = ~changed_groups(restored.model, start)["bitwise identical"]
+        trec_adapter = "lora.trec." if per_task else "lora."
+        used_by_trec = [g for g in moved.index if g == "head.trec" or g.startswith(trec_adapter)]
+        assert torch.equal(logits(restored), before) == per_task
+        assert moved[used_by_trec].any() != per_task
+        assert not moved[[g for g in moved.index if not g.startswith(("lora", "head"))]].any()  # base weights
 
 
 def test_the_rate_figure_lists_each_adapter_group_beside_its_layer():

@@ -30,8 +30,8 @@ def load_runner():
     return module
 
 
-def test_there_are_ten_chapters():
-    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 11)]
+def test_there_are_eleven_chapters():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 12)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -159,6 +159,7 @@ REFUSED = {
     "08_when_transfer_pays": ({"task_a": "wnut_17"}, "task_a='wnut_17' is a token-level task"),
     "09_ner_beside_a_sentence_task": ({"ner_task": "sst2"}, "ner_task='sst2' is a sentence-level task"),
     "10_comparison": ({"task_b": "trec"}, "task_a and task_b must be two different tasks"),
+    "11_adapters": ({"task_b": "conll2003"}, "task_b='conll2003' is a token-level task"),
 }
 
 
