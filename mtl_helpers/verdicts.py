@@ -88,10 +88,14 @@ class Verdict:
         return a if a == b else f"{self.comparison.a}: {a}; {self.comparison.b}: {b}"
 
     def summary(self) -> str:
-        """'higher: +4.6 points (95% interval +1.2 to +8.0)', and for an unresolved comparison the
-        smallest effect the design could detect."""
+        """'higher: +4.6 points (95% interval +1.2 to +8.0)': the outcome, then `evidence()`."""
+        return f"{self.comparison.outcome}: {self.evidence()}"
+
+    def evidence(self) -> str:
+        """'+4.6 points (95% interval +1.2 to +8.0)', and for an unresolved comparison the smallest effect
+        the design could detect (for a sentence that names the outcome in its own words)."""
         c = self.comparison
-        text = f"{c.outcome}: {c.points()}"
+        text = c.points()
         if c.outcome == "unresolved":
             text += f"; this design detects about {100 * c.detectable:.1f} points"
         elif c.outcome == "equivalent":

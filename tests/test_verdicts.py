@@ -105,6 +105,7 @@ def test_an_unresolved_verdict_says_what_the_design_could_detect():
     v = Verdict(wide, "test", scale, scale)
     assert v.outcome == "unresolved"
     assert v.summary() == f"unresolved: {wide.points()}; this design detects about {100 * wide.detectable:.1f} points"
+    assert v.summary() == f"unresolved: {v.evidence()}"  # the outcome word, then the evidence
     narrow = Comparison("a", "b", 0.001, -0.01, 0.012, 5, 5, True, 60, standard_error=0.005, df=4.0)
     assert Verdict(narrow, "test", scale, scale).summary().endswith("within ±2 points")
 
