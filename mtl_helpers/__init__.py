@@ -7,8 +7,9 @@ The modules, bottom to top: the data (`tasks` the registry, `leakage` shared tex
 `adapter_layout`: where peft puts them; `footprint`: what an arm costs in memory), runs and their
 records (`records`, `jsonio`, `locations`, `fetch`, `glue`, `stats`), and the book's experiments
 (`runs`: an arm over seeds; `recipes`: named ways to train; `arms`: the shared arms the chapters reuse;
-`sweeps`: grids that extend past their edges; `verdicts`: decided on test, with their scale; `shift`:
-how far an out-of-distribution set is; `baselines`: TF-IDF + logistic regression, without pretraining;
+`phase2`: chapter 4's Task B alone on new rows, which chapter 11 repeats with adapters; `sweeps`: grids
+that extend past their edges; `verdicts`: decided on test, with their scale; `shift`: how far an
+out-of-distribution set is; `baselines`: TF-IDF + logistic regression, without pretraining;
 `layer_probe`: a linear probe on every layer; `logreg`: the choice of C both share).
 """
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .errors import MTLError
 from .leakage import rows_sharing_text
 from .loading import load_task
 from .tasks import SPLIT_SEED, TaskData
@@ -69,13 +70,33 @@ def sweep(
 
 
 def tuned_sweep(
-    prefix: str, axes: Sequence[Axis], make_recipe, tasks: Sequence[TaskData], profile: Profile, log=None
+    prefix: str,
+    axes: Sequence[Axis],
+    make_recipe,
+    tasks: Sequence[TaskData],
+    profile: Profile,
+    log=None,
+    known: Mapping[Recipe, Sequence[RunRecord]] | None = None,
 ) -> Sweep:
     """The book's sweep: the grid of `axes` over the profile's sweep seeds, chosen on validation, extended
-    past an edge up to the profile's `sweep_extensions` times per knob and side (`run_sweep`)."""
+    past an edge up to the profile's `sweep_extensions` times per knob and side (`run_sweep`).
+
+    `known` maps recipes that another sweep already ran, on the same subsets and the same seeds, to their
+    records: a point whose recipe is one of them takes those records instead of training again (a rank
+    sweep at the rate a rate sweep chose shares that point with it). `run_sweep` checks that every point
+    was chosen on the same validation examples."""
     seeds = list(range(profile.sweep_seeds))
+    known = dict(known or {})
+    for recipe, records in known.items():
+        if sorted(r.seed for r in records) != seeds:
+            raise MTLError(
+                f"tuned_sweep({prefix!r}, known=...): the records given for {recipe} have seeds "
+                f"{sorted(r.seed for r in records)}, the sweep's are {seeds}; give a sweep's own records."
+            )
 
     def run_point(name: str, recipe: Recipe) -> list[RunRecord]:
+        if recipe in known:
+            return list(known[recipe])
         return run_recipe(name, recipe, tasks, seeds, profile, log=log)
 
     return run_sweep(prefix, axes, make_recipe, run_point, profile.size("sweep_extensions"))
