@@ -3,7 +3,9 @@ with an error bar (one standard deviation over seeds), or a band of the same wid
 
 Importing this module sets matplotlib's defaults for the page (`book_style`): figures as wide as the
 book's text column and text at least as large as the body text, so that the page never scales a figure
-down. The chapters' own matplotlib figures get the same defaults, as long as they set no size."""
+down. The chapters' own matplotlib figures get the same defaults, as long as they set no size; in a
+notebook, every figure is also fitted to its width as it is shown (`column_fit`), so a legend beside the
+axes or a long title cannot widen the stored image past the column."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pandas as pd
 from matplotlib.ticker import PercentFormatter
 
 from .callbacks import History
+from .column_fit import fit_figures_when_shown
 from .records import RunRecord
 from .stats import Comparison
 
@@ -56,6 +59,7 @@ def book_style() -> None:
             "legend.title_fontsize": FONT_PT,
         }
     )
+    fit_figures_when_shown()
 
 
 book_style()

@@ -657,16 +657,12 @@ def test_code_cells_do_not_scroll_sideways(browser, window, docname):
     )
 
 
-@pytest.mark.skip(
-    reason="after the 2026-12-02 make notebooks, 6 of 11 chapters still have figures 1-115 px wider than the "
-    "740 px column (legends placed outside the axes widen the tight bounding box): plots needs to size those "
-    "too, then the notebooks re-run; remove this skip then"
-)
 @pytest.mark.browser
 @pytest.mark.parametrize("docname", NOTEBOOK_PAGES)
 def test_figures_are_not_shrunk_to_the_column(browser, window, docname):
     """A figure wider than the column is scaled down, and its text with it, below the body text's size;
-    mtl_helpers.plots sizes figures for the column (see tests/test_plots.py)."""
+    mtl_helpers.plots sizes figures for the column, and mtl_helpers.column_fit keeps what each figure draws
+    inside its width as the notebook shows it (see tests/test_plots.py)."""
     window(WIDTHS["desktop"])
     render(browser, docname)
     found = browser.execute_script(CODE_AND_FIGURES_JS)

@@ -240,3 +240,74 @@ def test_the_checks_find_a_figure_too_wide_or_text_too_small():
         assert any(text.startswith("'small': 9 pt") for text in small_texts(fig))
     finally:
         plt.close(fig)
+
+
+def overflowing_figures():
+    """Three figures whose content reaches past their width after tight_layout, as chapter figures did:
+    a title wider than a panel squeezed by long tick labels, a panel narrowed by a legend beside it under
+    a long title, and a pair of panels with titles wider than each."""
+    fig, ax = plt.subplots(figsize=(plots.FIG_WIDTH, 4))
+    ax.barh(range(4), [1, 2, 3, 4])  # chapter 3's forest plot: its labels and title
+    ax.set_yticks(range(4), [f"head-only gap ({t}) vs full fine-tuning gap" for t in ("trec", "sst2", "mean", "x")])
+    ax.set_title("Differences by the noise rule (test, 95% intervals)")
+    yield fig
+    fig, ax = plt.subplots(figsize=(plots.FIG_WIDTH, 4))
+    for i in range(4):
+        ax.plot([0, 1], [i, i + 1], label=f"{i} layers: 22.7M parameters")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))  # chapter 8's: the panel narrows, its title not
+    ax.set_title("Test accuracy against training speed (each dot a seed; mean ± 1 sd)")
+    yield fig
+    fig, (left, right) = plt.subplots(1, 2, figsize=(plots.FIG_WIDTH, 3.8))  # chapter 2's pair
+    left.bar([0, 1], [3, 4])
+    right.bar([0, 1], [3, 4])
+    left.set_title("Inference: frozen or not (bar: median, dots: timings)")
+    right.set_title('The only "training" vs an epoch of fine-tuning')
+    yield fig
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_fit_to_column_keeps_what_is_drawn_inside_the_figure(index):
+    from mtl_helpers.column_fit import fit_to_column, overflow_inches
+
+    fig = list(overflowing_figures())[index]
+    try:
+        fig.tight_layout()
+        assert saved_width_px(fig) > COLUMN_PX, "the example no longer overflows: it tests nothing"
+        fit_to_column(fig)
+        assert max(overflow_inches(fig)) * fig.dpi < 1
+        assert saved_width_px(fig) <= COLUMN_PX
+        assert fig.get_figwidth() == pytest.approx(plots.FIG_WIDTH)  # the figure keeps its size
+    finally:
+        plt.close("all")
+
+
+def test_a_notebook_shows_every_figure_fitted_to_the_column():
+    """In IPython with the inline backend, the stored PNG of an overflowing figure fits the column."""
+    script = """
+import base64, struct
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.pylabtools import select_figure_formats
+import matplotlib
+matplotlib.use("Agg")
+shell = InteractiveShell.instance()
+select_figure_formats(shell, {"png"})  # what %matplotlib inline sets up
+import matplotlib.pyplot as plt
+from mtl_helpers import plots
+from mtl_helpers.column_fit import fit_figures_when_shown
+fig, ax = plt.subplots(figsize=(plots.FIG_WIDTH, 4))
+for i in range(4):
+    ax.plot([0, 1], [i, i + 1], label=f"{i} layers: 22.7M parameters")
+ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+ax.set_title("Test accuracy against training speed (each dot a seed; mean ± 1 sd)")
+fig.tight_layout()
+data, _ = shell.display_formatter.format(fig)
+png = base64.b64decode(data["image/png"])
+print(struct.unpack(">I", png[16:20])[0], fit_figures_when_shown())
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    width, hooked = done.stdout.split()
+    assert hooked == "True" and int(width) <= COLUMN_PX
