@@ -4,10 +4,14 @@ Jupyter stores a figure as the PNG of its tight bounding box (`bbox_inches="tigh
 wherever it is. A legend placed beside the axes, a title wider than its panel or long tick labels can
 reach past the figure's edge even after `tight_layout`, and the stored image then comes out wider than
 the figure, and wider than the book's column, which scales it down, text and all. `fit_to_column`
-moves the subplots' left and right edges in by what reaches past the figure's edges until nothing does.
+first wraps a title wider than its panel (or a figure title wider than the figure) onto more lines, and
+then, if anything still reaches past the figure's edges, moves the subplots' left and right edges in by
+that much until nothing does.
 `fit_figures_when_shown` makes IPython do that to every figure it shows (`plots.book_style` calls it)."""
 
 from __future__ import annotations
+
+import textwrap
 
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
@@ -22,8 +26,30 @@ def overflow_inches(fig: Figure) -> tuple[float, float]:
     return max(0.0, -box.x0), max(0.0, box.x1 - fig.get_figwidth())
 
 
+def wrap_wide_titles(fig: Figure) -> bool:
+    """Wrap every axes title wider than its axes, and a figure title wider than the figure, onto as many
+    lines as it takes to fit; True when one was wrapped."""
+    renderer = fig.canvas.get_renderer()
+    fig_width = fig.bbox.width
+    wrapped = False
+    titles = [(ax.title, ax.get_window_extent(renderer).width) for ax in fig.axes]
+    suptitle = getattr(fig, "_suptitle", None)  # matplotlib keeps the Text of fig.suptitle() here
+    if suptitle is not None:
+        titles.append((suptitle, fig_width))
+    for title, room in titles:
+        text = title.get_text()
+        width = title.get_window_extent(renderer).width
+        if not text or width <= room:
+            continue
+        longest = max(len(line) for line in text.splitlines())
+        title.set_text(textwrap.fill(" ".join(text.split()), max(12, int(longest * room / width))))
+        wrapped = True
+    return wrapped
+
+
 def fit_to_column(fig: Figure, tries: int = 8) -> Figure:
-    """Lay `fig` out, then move its subplots' edges in until its drawn content lies within its width.
+    """Lay `fig` out; if its drawn content reaches past its width, wrap its too-wide titles and lay it
+    out again, then move its subplots' edges in until nothing reaches past.
 
     A figure under the tight layout engine (the book's default, `figure.autolayout`) is laid out once and
     then keeps that layout, adjusted; one under constrained layout is left to it (it places legends
@@ -33,7 +59,9 @@ def fit_to_column(fig: Figure, tries: int = 8) -> Figure:
     if isinstance(engine, ConstrainedLayoutEngine):
         return fig
     if isinstance(engine, TightLayoutEngine):
-        fig.tight_layout()  # once; the engine is then removed, so the next draw keeps the adjustment
+        fig.tight_layout()  # the engine is then removed, so the next draw keeps the adjustment
+    if max(overflow_inches(fig)) * fig.dpi >= TOLERANCE_PX and wrap_wide_titles(fig):
+        fig.tight_layout()  # again, around the wrapped titles
     width = fig.get_figwidth()
     for _ in range(tries):
         left, right = overflow_inches(fig)

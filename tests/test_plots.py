@@ -311,3 +311,23 @@ print(struct.unpack(">I", png[16:20])[0], fit_figures_when_shown())
     assert done.returncode == 0, done.stderr
     width, hooked = done.stdout.split()
     assert hooked == "True" and int(width) <= COLUMN_PX
+
+
+def test_a_title_wider_than_its_panel_is_wrapped_not_squeezed():
+    """Chapter 2's pair: its titles are wider than their panels; wrapped, they fit, and the panels keep
+    the width that tight_layout gave them instead of being squeezed to make room."""
+    from mtl_helpers.column_fit import fit_to_column
+
+    fig = list(overflowing_figures())[2]
+    try:
+        fig.tight_layout()
+        before = [ax.get_position().width for ax in fig.axes]
+        fit_to_column(fig)
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            assert ax.title.get_window_extent(renderer).width <= ax.get_window_extent(renderer).width
+            assert "\n" in ax.title.get_text()
+        assert [ax.get_position().width for ax in fig.axes] == pytest.approx(before, rel=0.05)
+        assert saved_width_px(fig) <= COLUMN_PX
+    finally:
+        plt.close("all")
