@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .errors import MTLError
 from .arms import load_tasks
+from .callbacks import History
+from .errors import MTLError
 from .profiles import Profile
 from .records import RunRecord
 from .tasks import TaskData
@@ -36,7 +37,7 @@ def unseen_rows(task: TaskData, rows: int | None, profile: Profile) -> tuple[Tas
     return unseen, True
 
 
-def curve_points(history, task: str, metric: str, rows_per_epoch: int) -> list[dict]:
+def curve_points(history: History, task: str, metric: str, rows_per_epoch: int) -> list[dict]:
     """Task `task`'s scores in `history` (an `Evaluation` callback's), one point each, at the number of
     training rows seen so far: at epoch e of a phase that trains on `rows_per_epoch` rows, e times that."""
     return [
